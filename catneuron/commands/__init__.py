@@ -1,0 +1,1 @@
+"""One module per ``catneuron`` subcommand; each defines ``register(subparsers)``."""

@@ -1,0 +1,40 @@
+"""The one place where the array backend is chosen (NumPy on the host, CuPy on a GPU).
+
+Every function in refimpl starts with ``xp = get_xp(x, ...)`` and then writes ``xp.`` where it
+would write ``np.``; nothing else in the package branches on the backend. This is the CuPy way
+(``cupy.get_array_module``) and the scikit-learn Array API way (``get_namespace``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def get_xp(*arrays):
+    """Return the array namespace (module) that owns ``arrays``: ``numpy`` unless one is not.
+
+    CuPy arrays give ``cupy``; any other array type that implements the Array API's
+    ``__array_namespace__`` (the GPU stand-in used by the tests, for one) gives its namespace.
+    Python scalars and ``None`` are ignored.
+    """
+    for a in arrays:
+        if a is None or isinstance(a, (np.ndarray, np.generic, int, float)):
+            continue
+        if type(a).__module__.split(".")[0] == "cupy":
+            import cupy  # imported only when a CuPy array is already in hand
+
+            return cupy
+        namespace = getattr(a, "__array_namespace__", None)
+        if namespace is not None:
+            return namespace()
+    return np
+
+
+def to_numpy(a) -> np.ndarray:
+    """Copy ``a`` to the host as a NumPy array (a no-op for NumPy arrays)."""
+    if isinstance(a, np.ndarray):
+        return a
+    xp = get_xp(a)
+    if hasattr(xp, "asnumpy"):
+        return xp.asnumpy(a)
+    return np.asarray(a)

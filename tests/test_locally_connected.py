@@ -127,9 +127,12 @@ def test_thread_count_gives_bit_identical_results(monkeypatch, dtype, S):
 
 
 def blas_threads():
+    """Threads of NumPy's own BLAS (the one the kernels' matrix products run on); BLAS
+    libraries that other packages load later (scipy, torch) are not the kernels' concern."""
     from threadpoolctl import threadpool_info
 
-    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    return [lib["num_threads"] for lib in threadpool_info()
+            if lib["user_api"] == "blas" and "numpy" in lib["filepath"]]
 
 
 def test_blas_threads_are_limited_inside_and_restored_after(monkeypatch):

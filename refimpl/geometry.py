@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from numbers import Integral
 
 
-def _check_int(name: str, value, minimum: int) -> int:
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; a ValueError naming ``name`` otherwise (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value < minimum:
@@ -48,10 +49,10 @@ def make_grid(in_h, in_w, field, stride, *, what: str = "field") -> Grid:
     Raises ``ValueError`` naming the bad quantity: a non-int size, ``stride < 1``, ``field < 1``
     or a field larger than the input.
     """
-    in_h = _check_int("input height H", in_h, 1)
-    in_w = _check_int("input width W", in_w, 1)
-    field = _check_int(f"{what} size", field, 1)
-    stride = _check_int(f"{what} stride", stride, 1)
+    in_h = check_int("input height H", in_h, 1)
+    in_w = check_int("input width W", in_w, 1)
+    field = check_int(f"{what} size", field, 1)
+    stride = check_int(f"{what} stride", stride, 1)
     if field > in_h or field > in_w:
         raise ValueError(
             f"{what} size {field} does not fit the input (H={in_h}, W={in_w}): "

@@ -41,15 +41,8 @@ Numbers per example (:func:`summary`): parameters per partition, halo cells, byt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 
-
-def _int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+from refimpl.geometry import check_int
 
 
 @dataclass(frozen=True)
@@ -65,7 +58,7 @@ class StageGeometry:
 
     def __post_init__(self):
         for name in ("field", "stride", "maps", "pool", "pool_stride", "lcn"):
-            _int(f"StageGeometry.{name}", getattr(self, name), 1)
+            check_int(f"StageGeometry.{name}", getattr(self, name), 1)
         if self.lcn % 2 == 0:
             raise ValueError(f"StageGeometry.lcn must be odd (a centred window), got {self.lcn}")
 
@@ -80,7 +73,7 @@ class InputGeometry:
 
     def __post_init__(self):
         for name in ("height", "width", "channels"):
-            _int(f"InputGeometry.{name}", getattr(self, name), 1)
+            check_int(f"InputGeometry.{name}", getattr(self, name), 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +228,7 @@ def _parse_grid(grid) -> tuple[int, int]:
         grid = tuple(int(p) for p in parts)
     if not (isinstance(grid, (tuple, list)) and len(grid) == 2):
         raise ValueError(f"grid must be (rows, cols) or 'RxC', got {grid!r}")
-    return _int("grid rows", grid[0], 1), _int("grid cols", grid[1], 1)
+    return check_int("grid rows", grid[0], 1), check_int("grid cols", grid[1], 1)
 
 
 def make_plan(image: InputGeometry, stages, grid=(13, 13)) -> PartitionPlan:

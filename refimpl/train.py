@@ -15,6 +15,11 @@ example, examples/s). Every ``checkpoint_every`` steps, and at the end, ``checkp
 replaced atomically (refimpl.checkpoint) with the weights, optimiser state, step and the
 Generator's state, so resuming continues exactly where the run was, and a crash or Ctrl-C
 loses at most the steps since the last checkpoint.
+
+On a device (``xp``, e.g. ``cupy``; :func:`gpu.device.select_backend` picks it): the frames stay
+on the host, the weights and optimiser state are uploaded once (``xp.asarray``) and stay on the
+device, each minibatch is uploaded as it is drawn, and only scalars (metrics) and checkpoints
+come back to the host (``refimpl.backend.to_numpy``). Nothing here branches on the backend.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
+from .backend import to_numpy
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from .config import ModelConfig, config_to_dict
 from .model import init_params, model_backward, model_forward, stage_terms
@@ -39,11 +45,11 @@ METRICS = "metrics.jsonl"
 
 
 class TrainResult(NamedTuple):
-    params: dict
-    opt_state: dict
+    params: dict  # on the device of ``xp`` (NumPy arrays by default)
+    opt_state: dict  # likewise
     step: int
     rng: np.random.Generator
-    history: list[dict]  # the logged metrics lines of this call
+    history: list[dict]  # the logged metrics lines of this call (host floats)
     whitening: Whitening | None
     checkpoint: Path | None  # the last checkpoint written (None without out_dir)
 
@@ -83,10 +89,12 @@ def metrics_line(step: int, J, cache, batch: int, seconds: float) -> dict:
 
 def train(cfg: ModelConfig, frames: np.ndarray, *, steps: int | None = None,
           out_dir: str | Path | None = None, resume: str | Path | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, xp=None) -> TrainResult:
     """Train ``cfg`` on ``frames`` (N, C, H, W) up to ``steps`` total steps (default
     ``cfg.train.steps``). With ``out_dir``: metrics.jsonl and checkpoint.npz go there. With
     ``resume``: continue from that checkpoint (its config must match ``cfg`` except train.steps).
+    With ``xp`` (an array namespace such as ``cupy``; default: NumPy, no transfers): compute on
+    that device (module docstring); the result's params and opt_state are then device arrays.
     """
     t = cfg.train
     steps = t.steps if steps is None else steps
@@ -107,8 +115,11 @@ def train(cfg: ModelConfig, frames: np.ndarray, *, steps: int | None = None,
         rng = np.random.default_rng(t.seed)
         params = init_params(cfg, rng)
         opt_state = init_state(t.optimizer, params)
-    data, whitening = prepare_frames(cfg, frames, whitening)
+    data, whitening = prepare_frames(cfg, frames, whitening)  # on the host
     N = data.shape[0]
+    upload = (lambda a: a) if xp is None else xp.asarray  # host -> device
+    params = {k: upload(v) for k, v in params.items()}
+    opt_state = {k: upload(v) for k, v in opt_state.items()}
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -118,8 +129,10 @@ def train(cfg: ModelConfig, frames: np.ndarray, *, steps: int | None = None,
     def checkpoint(step):
         nonlocal last_ckpt
         if out is not None:
-            last_ckpt = save_checkpoint(out / CHECKPOINT, config=cfg, step=step, params=params,
-                                        opt_state=opt_state, rng=rng, preprocess=to_arrays(whitening))
+            last_ckpt = save_checkpoint(out / CHECKPOINT, config=cfg, step=step,
+                                        params={k: to_numpy(v) for k, v in params.items()},
+                                        opt_state={k: to_numpy(v) for k, v in opt_state.items()},
+                                        rng=rng, preprocess=to_arrays(whitening))
 
     history = []
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress,
@@ -128,7 +141,7 @@ def train(cfg: ModelConfig, frames: np.ndarray, *, steps: int | None = None,
         for step in bar:
             t0 = time.perf_counter()
             idx = rng.integers(0, N, size=t.batch_size)
-            x = data[idx]  # (B, C, H, W)
+            x = upload(data[idx])  # (B, C, H, W), drawn on the host
             try:
                 J, cache = model_forward(x, params, cfg)
                 _, grads = model_backward(cache, cfg)

@@ -3,10 +3,16 @@
     catneuron train --config mini --data natural                 # `make run`, a few minutes
     catneuron train --config tiny --steps 50 --out runs/tiny
     catneuron train --config mini --resume runs/mini/checkpoint.npz --steps 6000
+    catneuron train --config mini --device cuda                  # on a GPU, through CuPy
 
 Writes to --out (default runs/<config>): metrics.jsonl, checkpoint.npz, filters.png (stage 0's
 W1 at a few locations), curves.png (loss and per-stage terms) and reconstructions.png (input
 frames and the stage-0 decoder's reconstructions).
+
+--device (or CATNEURON_DEVICE; the flag wins, the default is cpu) picks the array backend
+(gpu.device.select_backend). The frames are made on the host and each minibatch is uploaded;
+the weights and optimiser state live on the device; metrics and checkpoints come back to the
+host, and so does the final result, explicitly (gpu.to_host), before the figures are drawn.
 """
 
 from __future__ import annotations
@@ -32,29 +38,36 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="total steps (default: train.steps)")
     p.add_argument("--out", default=None, help="output directory (default: runs/<config>)")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue from a checkpoint")
+    p.add_argument("--device", default=None,
+                   help="cpu (NumPy) or cuda (CuPy on the first visible GPU); default: "
+                   "$CATNEURON_DEVICE, else cpu. strict = the CuPy stand-in, for tests")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from gpu.device import resolve_device, select_backend, to_host
     from refimpl.config import load_config
     from refimpl.data import natural_frames
     from refimpl.filters import gabor_score
     from refimpl.train import CHECKPOINT, METRICS, train
 
+    device = resolve_device(args.device)  # --device, else CATNEURON_DEVICE, else cpu
+    xp = select_backend(device)  # first: a missing GPU stops the run before any work
     cfg = load_config(args.config)
     out = Path(args.out or Path("runs") / cfg.name)
     frames = natural_frames(cfg.train.frames, cfg.image_size, channels=cfg.channels,
                             rng=np.random.default_rng(cfg.train.data_seed))
     try:
         result = train(cfg, frames, steps=args.steps, out_dir=out, resume=args.resume,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, xp=xp)
     except KeyboardInterrupt:
         print(f"interrupted: resume with --resume {out / CHECKPOINT}")
         return 130
+    result = result._replace(params=to_host(result.params), opt_state=to_host(result.opt_state))
     figures = write_figures(cfg, result, frames, out)
     score = gabor_score(result.params["stage0.W1"])
-    print(f"trained {cfg.name} to step {result.step}; stage-0 filters Gabor-like: "
+    print(f"trained {cfg.name} on {device} to step {result.step}; stage-0 filters Gabor-like: "
           f"{score.fraction:.0%} (localisation {score.localisation.mean():.2f}, "
           f"orientation {score.orientation.mean():.2f})")
     print(f"outputs in {out}/:")

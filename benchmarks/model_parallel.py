@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/model_parallel.py                  # everything (spawn takes ~30 s)
     .venv/bin/python benchmarks/model_parallel.py --methods forkserver --rounds 10   # a quick look
+    .venv/bin/python benchmarks/model_parallel.py --parts model     # only the model-parallel steps
 
 Writes ``benchmarks/results/model_parallel.json``. Figures (issue 6, transport part):
 
@@ -15,6 +16,11 @@ Writes ``benchmarks/results/model_parallel.json``. Figures (issue 6, transport p
 - **halo round**: every partition of a 13 x 13 grid sends a 4 KB halo to each of its (up to 8)
   neighbours and receives theirs; the parent starts the round and waits for all 169 "done"s.
   The same round over raw pipes (no transport) is measured right after, under the same load.
+- **model-parallel step** (``--parts model``): one minibatch of ``--model-config`` forward and
+  backward through :class:`simcluster.Coordinator` on a 2x1 grid (two partitions, one BLAS thread
+  each) against single-process refimpl on the same minibatch (default BLAS threads, and one
+  thread), median of ``--model-repeats``; and the same step on 13x13 (169 partitions: every
+  halo exchange of the model, not a synthetic round), with its halo pieces and bytes.
 
 Goals (issue 6): 169 ready <= 5 s and <= 2 GiB; >= 3 GB/s; a halo round <= 20 ms. The machine
 has 2 cores that other jobs may share: the load average is saved with the figures.
@@ -38,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from simcluster import Ping, ProcessGroup, Role, Tensor  # noqa: E402
 from simcluster import demo_roles  # noqa: E402
 
-GOALS = {"startup_s": 5.0, "pss_total_gib": 2.0, "shm_gb_per_s": 3.0, "halo_round_ms": 20.0}
+GOALS = {"startup_s": 5.0, "pss_total_gib": 2.0, "shm_gb_per_s": 3.0, "halo_round_ms": 20.0,
+         "step_2x1_vs_single": 0.7}
 
 
 def pss_kib(pid: int) -> int:
@@ -173,6 +180,74 @@ def raw_halo_rounds(rows: int, cols: int, rounds: int) -> dict:
             "rounds": rounds}
 
 
+def single_process_step(cfg, params, x, repeats: int, threads: int | None) -> tuple[float, float]:
+    """Median seconds (wall clock, and CPU time of this process) of refimpl's model_forward +
+    model_backward, with its default threads (BLAS, and refimpl's own column threads) or
+    ``threads`` of each."""
+    from threadpoolctl import threadpool_limits
+
+    from refimpl.model import model_backward, model_forward
+
+    saved = os.environ.get("CATNEURON_THREADS")
+    if threads is not None:
+        os.environ["CATNEURON_THREADS"] = str(threads)  # refimpl.locally_connected's pool
+    times, cpu = [], []
+    try:
+        with threadpool_limits(threads):  # None: leave the default
+            for r in range(repeats + 1):
+                t, c = time.perf_counter(), time.process_time()
+                _, cache = model_forward(x, params, cfg)
+                model_backward(cache, cfg)
+                if r:
+                    times.append(time.perf_counter() - t)
+                    cpu.append(time.process_time() - c)
+    finally:
+        if saved is None:
+            os.environ.pop("CATNEURON_THREADS", None)
+        else:
+            os.environ["CATNEURON_THREADS"] = saved
+    return statistics.median(times), statistics.median(cpu)
+
+
+def model_steps(config: str, batch: int, repeats: int) -> dict:
+    """The 2x1 grid against one process on the same minibatch, and the 13x13 step."""
+    from refimpl.config import load_config
+    from refimpl.model import init_params
+    from simcluster import Coordinator
+
+    cfg = load_config(config)
+    rng = np.random.default_rng(0)
+    params = init_params(cfg, rng)
+    x = rng.standard_normal((batch, cfg.channels, cfg.image_size, cfg.image_size)).astype(cfg.dtype)
+    single, _ = single_process_step(cfg, params, x, repeats, None)
+    single1, single1_cpu = single_process_step(cfg, params, x, repeats, 1)
+    out = {"config": config, "batch": batch, "repeats": repeats, "single_s": single,
+           "single_one_thread_s": single1, "single_one_thread_cpu_s": single1_cpu, "grids": []}
+    for grid in ((2, 1), (13, 13)):
+        with Coordinator(cfg, grid, trace=False, timeout=600) as c:
+            c.set_params(params)
+            steps = [c.step(x) for _ in range(repeats + 1)][1:]  # the first is a warm-up
+            startup = c.startup_s
+        med = statistics.median(s.seconds for s in steps)
+        last = steps[-1]
+        row = {"grid": list(grid), "startup_s": startup, "step_s": med,
+               "vs_single": med / single,
+               "compute_s_max": max(p["compute_s"] for p in last.partitions),
+               "compute_cpu_s_max": max(p["compute_cpu_s"] for p in last.partitions),
+               # on a busy machine wall clocks mislead: the busiest partition's CPU time for
+               # the tile math against the whole model's on one thread (ideal 2x1: ~0.5)
+               "cpu_vs_single_one_thread": max(p["compute_cpu_s"] for p in last.partitions) / single1_cpu,
+               "wait_s_max": max(p["wait_s"] for p in last.partitions),
+               "halo_messages": sum(p["messages"] for p in last.partitions),
+               "halo_bytes": last.halo_bytes}
+        print(f"model step {config} B={batch} on {grid[0]}x{grid[1]}: {med:.3f} s = "
+              f"{row['vs_single']:.2f}x single process ({single:.3f} s; one thread {single1:.3f} s); "
+              f"busiest partition's compute CPU {row['cpu_vs_single_one_thread']:.2f}x one thread's; "
+              f"{row['halo_messages']} halo pieces, {row['halo_bytes']:,} bytes")
+        out["grids"].append(row)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=169)
@@ -181,8 +256,24 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--pipelined", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--parts", nargs="+", choices=["plumbing", "model"], default=["plumbing", "model"])
+    ap.add_argument("--model-config", default="mini")
+    ap.add_argument("--model-batch", type=int, default=100)
+    ap.add_argument("--model-repeats", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "model_parallel.json"))
     args = ap.parse_args()
+    out = Path(args.out)
+    if "plumbing" not in args.parts:  # keep the plumbing figures of an earlier run
+        res = json.loads(out.read_text()) if out.is_file() else {"goals": GOALS}
+        res["goals"] = GOALS
+        res["model_step"] = model_steps(args.model_config, args.model_batch, args.model_repeats)
+        res["model_step"]["load_avg"] = os.getloadavg()
+        res.setdefault("meets_goals", {})["step_2x1_vs_single"] = \
+            res["model_step"]["grids"][0]["vs_single"] <= GOALS["step_2x1_vs_single"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2))
+        print(f"wrote {out}")
+        return
 
     load_before = os.getloadavg()
     res = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -193,6 +284,8 @@ def main() -> None:
     res["halo"] = [halo_rounds(13, 13, 4096, args.rounds, trace=False),
                    halo_rounds(13, 13, 4096, args.rounds, trace=True)]
     res["halo_raw_pipes_baseline"] = raw_halo_rounds(13, 13, args.rounds)
+    if "model" in args.parts:
+        res["model_step"] = model_steps(args.model_config, args.model_batch, args.model_repeats)
     res["machine"]["load_after"] = os.getloadavg()
     fs = next((s for s in res["startup"] if s["method"] == "forkserver"), None)
     shm = [b["gb_per_s"] for b in res["bandwidth"] if b["path"] == "shared memory"]
@@ -202,6 +295,9 @@ def main() -> None:
         "shm_gb_per_s": min(shm) >= GOALS["shm_gb_per_s"],
         "halo_round_ms": res["halo"][0]["median_ms"] <= GOALS["halo_round_ms"],
     }
+    if "model" in args.parts:
+        res["meets_goals"]["step_2x1_vs_single"] = \
+            res["model_step"]["grids"][0]["vs_single"] <= GOALS["step_2x1_vs_single"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(f"load average {load_before} -> {res['machine']['load_after']}; wrote {args.out}")

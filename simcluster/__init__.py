@@ -1,6 +1,36 @@
 """simcluster: the simulated DistBelief cluster, one OS process per partition, replica or shard.
 
-Built so far (issue 6, part 1): the foundations every role runs on.
+Model parallelism (issue 6): one model replica split over an R x C grid of partitions::
+
+                          coordinator (node 0)                      simcluster.coordinator
+           SetWeights once, StepInput |  ^ StepResult: share of J,
+           (my pixels) per step       v  | gradient slices, timings
+        +--------------+--------------+--------------+
+        | partition 0  <-Halo->  partition 1  <-Halo->  ...          simcluster.partition
+        +------^-------+------^-------+--------------+              (one process each)
+               | Halo         | Halo     halo pieces go straight between the partitions
+        +------v-------+------v-------+--------------+              that own / read them
+        | partition C  <-Halo->  ...                  |
+        +--------------+--------------+--------------+
+              every message: simcluster.transport (faults injected there only)
+
+Follow one step: the coordinator sends each partition its owned pixels (:class:`StepInput`); each
+partition runs :func:`~simcluster.tile_program.tile_step`, refimpl's sublayers on crops, which
+pauses at every halo exchange: it sends its pieces (:class:`Halo`) to the partitions that read
+or own those cells and resumes with theirs; at the end it returns its share of the objective
+and its gradient slices (:class:`StepResult`), which the coordinator assembles into refimpl's
+canonical params dict. :func:`~simcluster.tiled.tiled_step` runs the same programs in one
+process (the oracle).
+
+- :mod:`simcluster.plan`         the partition plan: who owns which neurons, and their halos
+- :mod:`simcluster.plan_report`  its costs (parameters, bytes, flops) and a PNG of the tiling
+- :mod:`simcluster.tiles`        crops, routes, and the gather / scatter-add halo exchanges
+- :mod:`simcluster.tile_program` one partition's forward and backward, yielding at exchanges
+- :mod:`simcluster.tiled`        every partition in one process, in lockstep (the oracle)
+- :mod:`simcluster.partition`    the partition worker process and its messages
+- :mod:`simcluster.coordinator`  starts the partitions, splits the minibatch, gathers J and grads
+
+The foundations every role runs on (issue 6, part 1):
 
 - :mod:`simcluster.messages`  the messages, tiny frozen dataclasses (errors travel as data)
 - :mod:`simcluster.faults`    FaultPlan / LinkModel: latency, bandwidth, drops, duplicates, crashes
@@ -10,22 +40,26 @@ Built so far (issue 6, part 1): the foundations every role runs on.
 - :mod:`simcluster.group`     ProcessGroup: start, watch and stop N role processes
 - :mod:`simcluster.logs`      every process's log records reach the parent's log
 - :mod:`simcluster.trace`     Chrome trace-event export (one track per process)
-- :mod:`simcluster.plan`      the partition plan: who owns which neurons, and their halos
-- :mod:`simcluster.plan_report` its costs (parameters, bytes, flops) and a PNG of the tiling
 - :mod:`simcluster.demo_roles` small role functions for tests and benchmarks
 
-Not built yet: the partition workers running the model per tile, the coordinator, the parameter
-servers (issues 6 part 2 and 7).
+Importing any simcluster module imports this package, hence the partition workers and refimpl:
+the forkserver preloads ``simcluster.group``, so 169 partitions share one import of them
+(each importing refimpl on its own would add ~0.1 s of CPU per process to the start-up).
 """
 
 from .faults import Crash, Dist, FaultPlan, LinkModel
 from .group import Context, ProcessGroup, RemoteError, Role, WorkerDied
 from .messages import Bye, Envelope, Error, Ping, Pong, Ready, Stop, Tensor
 from .transport import PeerUnreachable, RecvTimeout, Transport, TransportError
+from .coordinator import ClusterStep, Coordinator, StepFailed
+from .partition import Halo, SetWeights, StepInput, StepResult
+from .tiled import StepOutput, plan_for, tiled_step
 
 __all__ = [
     "Crash", "Dist", "FaultPlan", "LinkModel",
     "Context", "ProcessGroup", "RemoteError", "Role", "WorkerDied",
     "Bye", "Envelope", "Error", "Ping", "Pong", "Ready", "Stop", "Tensor",
     "PeerUnreachable", "RecvTimeout", "Transport", "TransportError",
+    "ClusterStep", "Coordinator", "StepFailed", "Halo", "SetWeights", "StepInput", "StepResult",
+    "StepOutput", "plan_for", "tiled_step",
 ]

@@ -1,0 +1,176 @@
+"""The coordinator: one model replica split over a grid of partition processes.
+
+::
+
+                         Coordinator (node 0, the parent)
+          SetWeights once,  |   ^  StepResult per step: share of J,
+          StepInput per step|   |  gradient slices, compute / wait times
+                            v   |
+        +-------------+-------------+-------------+
+        | partition 0 | partition 1 | partition 2 |   one process each
+        +------<Halo>-+------<Halo>-+------<Halo>-+   (simcluster.partition)
+        | partition 3 | partition 4 | partition 5 |   halo pieces go straight
+        +-------------+-------------+-------------+   between partitions
+
+:class:`Coordinator` builds the partition plan (:func:`simcluster.tiled.plan_for`), starts one
+:func:`~simcluster.partition.partition_main` per region in a
+:class:`~simcluster.group.ProcessGroup`, sends each partition its weight slices once
+(:meth:`Coordinator.set_params`), and per step (:meth:`Coordinator.step`) sends every partition
+its pixels of the minibatch and gathers the partitions' results into refimpl's canonical
+objective and gradients (:func:`simcluster.tiled.assemble`, the same assembly the one-process
+oracle uses).
+
+Every wait is bounded: a step that does not finish within ``timeout`` seconds raises
+:class:`StepFailed` naming the partitions that did not answer; a partition that dies is noticed
+at once (its process sentinel) and named; either way the group is then shut down, leaving no
+process and no shared-memory segment behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from refimpl.config import ModelConfig
+
+from .faults import FaultPlan
+from .group import ProcessGroup, RemoteError, Role, WorkerDied
+from .partition import SetWeights, StepInput, StepResult, partition_main
+from .tiled import StepOutput, assemble, plan_for, split_input, split_params
+from .transport import DEFAULT_SHM_THRESHOLD, RecvTimeout
+
+
+class StepFailed(RuntimeError):
+    """A step could not finish: a partition died, raised, or did not answer in time.
+
+    ``partitions`` lists the partitions to blame (by rank)."""
+
+    def __init__(self, message: str, partitions: list[int]):
+        super().__init__(message)
+        self.partitions = partitions
+
+
+@dataclass(frozen=True)
+class ClusterStep:
+    """One step through the cluster: the result and what it cost."""
+
+    output: StepOutput  # J, grads (canonical dict), per-stage terms
+    seconds: float  # from the first StepInput sent to the last StepResult received
+    partitions: list  # per partition: compute_s, compute_cpu_s, wait_s, messages, bytes_sent,
+    #                   peak_rss_kib, pss_kib (see simcluster.partition.StepResult)
+    halo_bytes: int  # payload bytes of every halo piece sent between partitions
+    coordinator_bytes: int  # payload bytes of the inputs sent and the results received
+
+
+class Coordinator:
+    """A model replica over ``grid`` partitions (see the module docstring).
+
+    Args:
+        cfg: the model config (its dtype is the dtype of every array).
+        grid: "RxC" or (rows, cols).
+        start_method: "forkserver" (default) or "spawn".
+        faults: a :class:`~simcluster.faults.FaultPlan`; name partitions as ("partition", rank).
+        trace: record Chrome trace events (:meth:`write_trace` after :meth:`close`).
+        timeout: seconds a step may take (and a partition may wait for one halo piece).
+        shm_threshold: arrays of at least this many bytes travel through shared memory
+            (default: the transport's); a huge value sends every array inline on the sockets.
+    """
+
+    def __init__(self, cfg: ModelConfig, grid, *, start_method: str = "forkserver",
+                 faults: FaultPlan | None = None, trace: bool = True, timeout: float = 60.0,
+                 log_level: int = logging.WARNING, shm_threshold: int = DEFAULT_SHM_THRESHOLD):
+        if not isinstance(cfg, ModelConfig):
+            raise TypeError(f"cfg must be a refimpl ModelConfig, got {type(cfg).__name__}")
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        self.cfg = cfg
+        self.plan = plan_for(cfg, grid)
+        self.timeout = float(timeout)
+        roles = [Role("partition", t, partition_main, (cfg, self.plan.grid, self.timeout))
+                 for t in range(self.plan.n_partitions)]
+        self.group = ProcessGroup(roles, start_method=start_method, faults=faults, trace=trace,
+                                  log_level=log_level, ready_timeout=max(60.0, self.timeout),
+                                  shm_threshold=shm_threshold)
+        self.k = 0
+        self.has_params = False
+        self.startup_s: float | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> "Coordinator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(graceful=exc[0] is None)
+
+    def start(self) -> float:
+        """Start every partition and wait until all are ready; the start-up time in seconds."""
+        self.startup_s = self.group.start()
+        return self.startup_s
+
+    def close(self, graceful: bool = True) -> None:
+        """Stop every partition (safe to call twice; see ProcessGroup.close)."""
+        self.group.close(graceful=graceful)
+
+    def write_trace(self, path) -> None:
+        """The run's Chrome trace (after :meth:`close`: the partitions ship their events at exit)."""
+        self.group.write_trace(path)
+
+    # -- the work -----------------------------------------------------------------------------
+
+    def set_params(self, params: dict) -> None:
+        """Send every partition its slices of ``params`` (refimpl's canonical dict)."""
+        for t, mine in enumerate(split_params(self.plan, self.cfg, params)):
+            self.group.send(("partition", t), SetWeights(mine))
+        self.has_params = True
+
+    def step(self, x) -> ClusterStep:
+        """Objective and gradients of minibatch x (B, C, H, W), computed by the partitions."""
+        if not self.has_params:
+            raise RuntimeError("call set_params before step")
+        want = (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
+        if getattr(x, "ndim", None) != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"x must have shape (B, {want[0]}, {want[1]}, {want[2]}), "
+                             f"got {getattr(x, 'shape', type(x).__name__)}")
+        if np.asarray(x).dtype != np.dtype(self.cfg.dtype):
+            raise TypeError(f"x must have the config's dtype {self.cfg.dtype}, got {x.dtype}")
+        self.k += 1
+        k, n = self.k, self.plan.n_partitions
+        t0 = time.perf_counter()
+        sent = 0
+        for t, xt in enumerate(split_input(self.plan, x)):
+            self.group.send(("partition", t), StepInput(k, xt))
+            sent += xt.nbytes
+        results: dict[int, StepResult] = {}
+        deadline = time.monotonic() + self.timeout
+        try:
+            while len(results) < n:
+                env = self.group.recv(max(0.0, deadline - time.monotonic()),
+                                      where=lambda e: isinstance(e.body, StepResult) and e.body.step == k)
+                results[self.group.roster[env.src][1]] = env.body
+        except WorkerDied as err:
+            raise StepFailed(f"step {k} failed: {err}", self._dead()) from err
+        except RemoteError as err:
+            rank = self.group.roster[err.error.node][1]
+            raise StepFailed(f"step {k} failed: partition {rank} raised: {err}", [rank]) from err
+        except RecvTimeout:
+            missing = sorted(set(range(n)) - set(results))
+            raise StepFailed(f"step {k} failed: no result within {self.timeout:g} s from "
+                             f"partitions {missing}", missing) from None
+        seconds = time.perf_counter() - t0
+        ordered = [results[t] for t in range(n)]
+        output = assemble(self.plan, self.cfg, [r.result for r in ordered], np.dtype(self.cfg.dtype))
+        received = sum(g.nbytes for r in ordered for g in r.result.grads.values())
+        stats = [{"compute_s": r.compute_s, "compute_cpu_s": r.compute_cpu_s, "wait_s": r.wait_s,
+                  "messages": r.messages,
+                  "bytes_sent": r.bytes_sent, "peak_rss_kib": r.peak_rss_kib, "pss_kib": r.pss_kib}
+                 for r in ordered]
+        return ClusterStep(output, seconds, stats, sum(r.bytes_sent for r in ordered), sent + received)
+
+    def _dead(self) -> list[int]:
+        return sorted(self.group.roster[node][1] for node, p in self.group.procs.items()
+                      if not p.is_alive())

@@ -1,0 +1,165 @@
+"""The partition worker: one tile of one model replica, in its own process.
+
+::
+
+         coordinator (node 0)
+           |  SetWeights (once: my slices of W1, W2)       ^  StepResult (my share of J,
+           |  StepInput  (per step: my pixels of x)        |  my gradient slices, timings)
+           v                                               |
+    +------------------ partition t (node t + 1) ------------------+
+    | loop on the inbox:                                           |
+    |   tile_step(...)  -- yields Exchange(stage, name, sends) --+ |
+    |        ^                                                   | |
+    |        +-- resumed with {u: piece} <-- recv Halo x expect  | |
+    +-------------------------------------------------------------|-+
+                 ^  Halo(step, stage, name, piece)                 v
+            neighbour partitions (whoever owns or reads my halo cells)
+
+:func:`partition_main` is a plain loop on ``ctx.recv()``. A step runs the tile program of
+:mod:`simcluster.tile_program` (the same one :mod:`simcluster.tiled` runs in one process): at
+every :class:`~simcluster.tile_program.Exchange` the worker first sends its pieces (sends never
+block, :mod:`simcluster.transport`), then receives exactly the pieces the plan says are due,
+matched by (step, stage, name), leaving any early piece of a later exchange queued. It reports
+the time spent computing (inside the tile program) and waiting (sending and receiving).
+
+A :class:`~simcluster.messages.Stop` that arrives in the middle of a step (the coordinator
+gave up, e.g. because a neighbour died) ends the worker at once.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .messages import Stop
+from .tile_program import TileResult, tile_routes, tile_step
+from .tiled import plan_for
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages (frozen dataclasses; their arrays travel through shared memory when large)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetWeights:
+    """Coordinator -> partition: the partition's slices of every weight array."""
+
+    weights: dict  # "stage{s}.W1"/"W2" -> (fh, fw, K, C, R, R)
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """Coordinator -> partition: run step ``step`` on these owned pixels of the minibatch."""
+
+    step: int
+    x: Any  # (B, C, h, w)
+
+
+@dataclass(frozen=True)
+class Halo:
+    """Partition -> partition: one piece of one exchange of a step."""
+
+    step: int
+    stage: int
+    name: str  # the exchange, e.g. "x", "df" (simcluster.tile_program)
+    data: Any  # (B, channels, rows, cols)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Partition -> coordinator: its share of the step, and what the step cost it."""
+
+    step: int
+    result: TileResult
+    compute_s: float  # inside the tile program (refimpl's sublayers on crops), wall clock
+    compute_cpu_s: float  # the same, CPU time of this process (less than wall on a busy machine)
+    wait_s: float  # sending and waiting for halo pieces
+    messages: int  # halo pieces sent
+    bytes_sent: int  # their payload bytes
+    peak_rss_kib: int  # this process's peak resident memory (shared pages counted too)
+    pss_kib: int  # its proportional memory now (shared pages split between sharers)
+
+
+def _pss_kib() -> int:
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def partition_main(ctx, cfg, grid, timeout: float = 60.0, idle_timeout: float = 3600.0) -> None:
+    """The worker of partition ``ctx.rank`` of model ``cfg`` split over ``grid`` (see the module
+    docstring). ``timeout`` bounds every wait for a halo piece; ``idle_timeout`` the wait for
+    the coordinator's next message."""
+    plan = plan_for(cfg, grid)  # (rebuilding it is 5x faster than unpickling it)
+    partners = tile_routes(plan, ctx.rank)  # the same every step
+    node = {u: ctx.node_of("partition", u) for u in range(plan.n_partitions)}
+    rank = {n: u for u, n in node.items()}
+    weights = None
+    while True:
+        msg = ctx.recv(idle_timeout, where=lambda e: not isinstance(e.body, Halo)).body
+        if isinstance(msg, Stop):
+            return
+        if isinstance(msg, SetWeights):
+            weights = {k: np.array(w) for k, w in msg.weights.items()}  # own copies: frees the slots
+        elif isinstance(msg, StepInput):
+            if weights is None:
+                raise RuntimeError(f"partition {ctx.rank}: StepInput before SetWeights")
+            ctx.step(msg.step)  # (crash plans may fire here)
+            out = _run_step(ctx, plan, cfg, weights, partners, msg, node, rank, timeout)
+            if out is None:  # Stop arrived mid-step
+                return
+            ctx.send(0, out)
+        else:
+            raise TypeError(f"partition {ctx.rank}: unexpected message {type(msg).__name__}")
+
+
+def _run_step(ctx, plan, cfg, weights, partners, msg: StepInput, node, rank, timeout):
+    k = msg.step
+    program = tile_step(plan, ctx.rank, cfg, weights, msg.x, partners)
+    compute = wait = cpu = 0.0
+    messages = nbytes = 0
+    got: dict | None = None
+    while True:
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            with ctx.span("tile compute", step=k):
+                req = next(program) if got is None else program.send(got)
+        except StopIteration as done:
+            compute += time.perf_counter() - t0
+            cpu += time.process_time() - c0
+            result = done.value
+            break
+        t1 = time.perf_counter()
+        compute += t1 - t0
+        cpu += time.process_time() - c0
+        for v, piece in req.sends.items():
+            ctx.send(node[v], Halo(k, req.stage, req.name, piece))
+            messages += 1
+            nbytes += piece.nbytes
+        got, need = {}, set(req.expect)
+
+        def due(e, stage=req.stage, name=req.name):
+            b = e.body
+            return isinstance(b, Stop) or (isinstance(b, Halo) and b.step == k and b.stage == stage
+                                           and b.name == name)
+
+        while need:
+            env = ctx.recv(timeout, where=due)
+            if isinstance(env.body, Stop):
+                return None
+            u = rank[env.src]
+            got[u] = env.body.data
+            need.discard(u)
+        wait += time.perf_counter() - t1
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return StepResult(k, result, compute, cpu, wait, messages, nbytes, int(peak), _pss_kib())

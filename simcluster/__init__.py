@@ -30,6 +30,23 @@ process (the oracle).
 - :mod:`simcluster.partition`    the partition worker process and its messages
 - :mod:`simcluster.coordinator`  starts the partitions, splits the minibatch, gathers J and grads
 
+Data parallelism (issue 7): Downpour SGD, N model replicas against S parameter-server shards
+(the diagram is in :mod:`simcluster.downpour`)::
+
+    replica 0 .. N-1 --Fetch every P steps / Push every G steps--> shard 0 .. S-1
+         ^  (each on its own part of the frames)                    (a contiguous range of the
+         +----------- Grant (deterministic / sync), Progress ------ driver   flat parameters)
+
+- :mod:`simcluster.downpour`        the driver: modes async / sync / bounded, deterministic
+  replay, restarts, the run's summary and ``params sha256``
+- :mod:`simcluster.ps`              a parameter-server shard: server-side SGD / Adagrad, versions,
+  staleness, duplicate and NaN rejection, quarantine
+- :mod:`simcluster.ps_checkpoint`   a shard's atomic checkpoints and write-ahead log
+- :mod:`simcluster.replica`         a model replica: fetch, compute, push
+- :mod:`simcluster.schedule`        the seeded scheduler of deterministic replay
+- :mod:`simcluster.downpour_faults` fault plans written in TOML
+- :mod:`simcluster.ps_toy`          a least-squares toy through the real shard rules (staleness)
+
 The foundations every role runs on (issue 6, part 1):
 
 - :mod:`simcluster.messages`  the messages, tiny frozen dataclasses (errors travel as data)
@@ -54,6 +71,13 @@ from .transport import PeerUnreachable, RecvTimeout, Transport, TransportError
 from .coordinator import ClusterStep, Coordinator, StepFailed
 from .partition import Halo, SetWeights, StepInput, StepResult
 from .tiled import StepOutput, plan_for, tiled_step
+from .faults import Straggler
+from .downpour import DownpourConfig, DownpourError, DownpourResult, params_sha256, run_downpour
+from .downpour_faults import load_fault_plan
+from .ps import ShardSpec, ShardState, shard_ranges
+from .ps_checkpoint import ShardStore
+from .replica import ReplicaSpec
+from .schedule import Scheduler
 
 __all__ = [
     "Crash", "Dist", "FaultPlan", "LinkModel",
@@ -62,4 +86,7 @@ __all__ = [
     "PeerUnreachable", "RecvTimeout", "Transport", "TransportError",
     "ClusterStep", "Coordinator", "StepFailed", "Halo", "SetWeights", "StepInput", "StepResult",
     "StepOutput", "plan_for", "tiled_step",
+    "Straggler", "DownpourConfig", "DownpourError", "DownpourResult", "params_sha256",
+    "run_downpour", "load_fault_plan", "ShardSpec", "ShardState", "shard_ranges", "ShardStore",
+    "ReplicaSpec", "Scheduler",
 ]

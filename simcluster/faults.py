@@ -1,5 +1,5 @@
-"""What the simulated network does to messages: latency, bandwidth, drops, duplicates, reordering
-and crashes, all decided from one seeded :class:`FaultPlan`.
+"""What the simulated network does to messages: latency, bandwidth, drops, duplicates, reordering,
+NaN payloads, crashes and stragglers, all decided from one seeded :class:`FaultPlan`.
 
 The plan is data. Only :mod:`simcluster.transport` reads it: every work message a node sends
 asks :meth:`LinkState.decide` (one per directed link ``src -> dst``) when it should arrive and
@@ -72,6 +72,7 @@ class LinkModel:
     duplicate: float = 0.0  # probability that it arrives twice
     reorder: float = 0.0  # probability that it is held back by reorder_delay (later ones overtake)
     reorder_delay: float = 2e-3  # seconds
+    nan: float = 0.0  # probability that a work message's float arrays arrive as NaN (a bad gradient)
 
     def __post_init__(self):
         if isinstance(self.latency, (int, float)):  # a bare number means a fixed latency
@@ -80,7 +81,7 @@ class LinkModel:
             raise TypeError(f"LinkModel.latency must be a Dist or seconds, got {self.latency!r}")
         if not isinstance(self.bandwidth, (int, float)) or not self.bandwidth > 0:
             raise ValueError(f"LinkModel.bandwidth must be > 0 bytes/s, got {self.bandwidth!r}")
-        for name in ("drop", "duplicate", "reorder"):
+        for name in ("drop", "duplicate", "reorder", "nan"):
             _probability(name, getattr(self, name))
         if not isinstance(self.reorder_delay, (int, float)) or not self.reorder_delay >= 0:
             raise ValueError(f"LinkModel.reorder_delay must be >= 0 seconds, got {self.reorder_delay!r}")
@@ -112,6 +113,20 @@ class Crash:
 
 
 @dataclass(frozen=True)
+class Straggler:
+    """Make ``node`` slow: every ``transport.step(k)`` it calls first sleeps ``delay`` seconds
+    (a replica that is x times slower than the others, without touching its code)."""
+
+    node: NodeName
+    delay: float
+
+    def __post_init__(self):
+        if isinstance(self.delay, bool) or not isinstance(self.delay, (int, float)) \
+                or not 0 <= self.delay < math.inf:
+            raise ValueError(f"Straggler.delay must be a finite number >= 0 (seconds), got {self.delay!r}")
+
+
+@dataclass(frozen=True)
 class FaultPlan:
     """Every fault of a run: a default link, per-link overrides, and crashes.
 
@@ -123,6 +138,7 @@ class FaultPlan:
     default: LinkModel = LinkModel()
     links: dict = field(default_factory=dict)
     crashes: tuple = ()
+    stragglers: tuple = ()  # Straggler objects
 
     def __post_init__(self):
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -137,6 +153,9 @@ class FaultPlan:
         for crash in self.crashes:
             if not isinstance(crash, Crash):
                 raise TypeError(f"FaultPlan.crashes must hold Crash objects, got {crash!r}")
+        for slow in self.stragglers:
+            if not isinstance(slow, Straggler):
+                raise TypeError(f"FaultPlan.stragglers must hold Straggler objects, got {slow!r}")
 
     def resolve(self, resolve_node) -> "FaultPlan":
         """The same plan with every node name turned into its node number by ``resolve_node``."""
@@ -146,7 +165,8 @@ class FaultPlan:
         links = {(r(s), r(d)): m for (s, d), m in self.links.items()}
         crashes = tuple(Crash(resolve_node(c.node), c.after_sends, c.at_step, c.mid_write)
                         for c in self.crashes)
-        return FaultPlan(self.seed, self.default, links, crashes)
+        stragglers = tuple(Straggler(resolve_node(s.node), s.delay) for s in self.stragglers)
+        return FaultPlan(self.seed, self.default, links, crashes, stragglers)
 
     def model(self, src: int, dst: int) -> LinkModel:
         for key in ((src, dst), (src, "*"), ("*", dst)):
@@ -160,6 +180,10 @@ class FaultPlan:
                 return crash
         return None
 
+    def delay_for(self, node: int) -> float:
+        """Seconds ``node`` sleeps at each ``transport.step`` (0 unless it is a straggler)."""
+        return sum(s.delay for s in self.stragglers if s.node == node)
+
 
 class LinkState:
     """The sender's side of one directed link: its generator and when the link is next free."""
@@ -168,6 +192,8 @@ class LinkState:
         self.model = plan.model(src, dst)
         self.rng = np.random.default_rng([plan.seed, src, dst])
         self.free_at = 0.0  # monotonic time at which the link has finished the previous message
+        # NaN poisoning draws from its own stream, so plans without it keep their old decisions
+        self.nan_rng = np.random.default_rng([plan.seed, src, dst, 1]) if self.model.nan > 0 else None
 
     def decide(self, now: float, nbytes: int) -> tuple[float, int]:
         """(deliver_at, copies) for a message of ``nbytes`` sent at ``now``; copies 0 = dropped.
@@ -184,3 +210,7 @@ class LinkState:
         deliver_at = done + latency + (m.reorder_delay if u_reorder < m.reorder else 0.0)
         copies = 0 if u_drop < m.drop else (2 if u_dup < m.duplicate else 1)
         return deliver_at, copies
+
+    def poison(self) -> bool:
+        """Whether this message's float arrays arrive as NaN (one draw per work message)."""
+        return self.nan_rng is not None and bool(self.nan_rng.random() < self.model.nan)

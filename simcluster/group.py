@@ -43,6 +43,7 @@ stop the log listener. Nothing outlives the group.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 from multiprocessing import connection as mp_connection
@@ -345,6 +346,66 @@ class ProcessGroup:
         self.startup_s = time.perf_counter() - t0
         log.info("%d processes ready in %.2f s (%s)", len(self.roles), self.startup_s, self.start_method)
         return self.startup_s
+
+    def restart(self, node: int, timeout: float | None = None) -> float:
+        """Start a new process for ``node``, whose process died: same role, rank, function and
+        arguments, a fresh inbox at the same address, and the fault plan without its crash (it
+        would die again at once). Waits for its Ready, sends it Start; returns the seconds taken.
+        Peers reconnect on their next send (their old connection failed when it died)."""
+        t0 = time.perf_counter()
+        old = self.procs.get(node)
+        if old is None or self.transport is None:
+            raise ValueError(f"restart: no process {node} in this running group")
+        old.join(1.0)
+        if old.is_alive():
+            raise ValueError(f"restart: {self.describe(node)} is still running")
+        self.transport.unwatch(old.sentinel)
+        self.transport.forget(node)
+        self.swept += sweep(self.run_id, reader=node)
+        try:
+            os.unlink(socket_path(self.rundir, node))
+        except FileNotFoundError:
+            pass
+        faults = self.faults
+        if faults is not None and faults.crash_for(node) is not None:
+            faults = dataclasses.replace(faults, crashes=tuple(c for c in faults.crashes if c.node != node))
+        role = self.roles[node - 1]
+        ctx = multiprocessing.get_context(self.start_method)
+        r, w = ctx.Pipe(duplex=False)
+        boot = _Boot(node, self.roster, self.rundir, self.run_id, faults, w, self.log_level,
+                     self.trace, self.shm_threshold, self.ready_timeout, role.fn, role.args)
+        with _one_thread_env():
+            p = ctx.Process(target=_child_main, args=(boot,), name=f"{role.role}-{role.rank}",
+                            daemon=True)
+            p.start()
+        w.close()
+        self.log_server.add(r)
+        self.procs[node] = p
+        self.transport.watch(p.sentinel, node, self._death_message)
+        deadline = time.monotonic() + (self.ready_timeout if timeout is None else timeout)
+        others = []  # deaths of other processes meanwhile: reported by the next recv, not here
+        try:
+            while True:
+                try:
+                    env = self.transport.recv(max(0.0, deadline - time.monotonic()),
+                                              where=lambda e: isinstance(e.body, (Ready, Error))
+                                              and e.src == node)
+                    break
+                except PeerDied as err:
+                    if err.node == node:
+                        raise WorkerDied(f"restart: {err}") from None
+                    others.append(err)
+        finally:
+            for err in others:
+                self.transport.report_death(err)
+        if isinstance(env.body, Error):
+            raise RemoteError(env.body, self.describe(node))
+        self.ready[node] = env.body
+        self.transport.send(node, Start())
+        if old.exitcode is not None:
+            old.close()
+        log.info("%s restarted in %.2f s", self.describe(node), time.perf_counter() - t0)
+        return time.perf_counter() - t0
 
     def _death_message(self, node: int) -> str:
         p = self.procs[node]

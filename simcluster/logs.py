@@ -74,6 +74,9 @@ def setup_child(conn: connection.Connection, role: str, rank: int, node: int, le
     root.setLevel(level)
 
 
+_WAKE = object()  # FanIn.add's marker: look at the new pipe list, return nothing
+
+
 class FanIn:
     """The parent's end: a queue-like object whose ``get`` returns the next record from any pipe.
 
@@ -86,6 +89,13 @@ class FanIn:
         self.local = deque()
         self.wake_r, self.wake_w = connection.Pipe(duplex=False)
         self.lock = threading.Lock()
+
+    def add(self, conn) -> None:
+        """Read records from one more pipe too (a restarted child's)."""
+        with self.lock:
+            self.conns.append(conn)
+            self.local.append(_WAKE)
+        self.wake_w.send_bytes(b"!")  # get() is waiting on the old list: make it look again
 
     def put_nowait(self, item) -> None:
         with self.lock:
@@ -106,7 +116,10 @@ class FanIn:
             if self.wake_r in ready and not any(c in ready for c in self.conns):
                 self.wake_r.recv_bytes()
                 with self.lock:
-                    return self.local.popleft()
+                    item = self.local.popleft()
+                if item is _WAKE:
+                    continue
+                return item
             if not block and not ready:
                 raise IndexError("no record")
 
@@ -126,6 +139,9 @@ class LogServer:
         self.fanin = FanIn(conns)
         self.listener = logging.handlers.QueueListener(self.fanin, _Redispatch())
         self.listener.start()
+
+    def add(self, conn) -> None:
+        self.fanin.add(conn)
 
     def stop(self) -> None:
         self.listener.stop()

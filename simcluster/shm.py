@@ -92,8 +92,7 @@ class SegmentPool:
                 np.ndarray(a.shape, a.dtype, buffer=slot.buf, offset=HEADER)[...] = a
                 slot.buf[0] = 1  # full: the receiver owns it until its array is freed
                 return ShmArray(slot.name.lstrip("/"), tuple(a.shape), a.dtype.str, int(a.nbytes), HEADER)
-        self.count += 1
-        shm = _create(f"{self.prefix}{dst}_{self.count}", max(a.nbytes, 1))
+        shm = self._create_next(f"{self.prefix}{dst}_{{}}", max(a.nbytes, 1))
         try:
             view = np.ndarray(a.shape, dtype=a.dtype, buffer=shm.buf)
             if die_mid_write:  # the fault plan's crash: die with a half-written segment
@@ -121,11 +120,30 @@ class SegmentPool:
             except FileNotFoundError:
                 pass  # swept already
             # the receiver's mapping of it is dropped by SegmentMaps' bound
-        self.count += 1
         capacity = max(MIN_SLOT, 1 << (max(nbytes, 1) - 1).bit_length())  # next power of two
-        slot = _create(f"{self.prefix}{dst}_p{self.count}", HEADER + capacity)
+        slot = self._create_next(f"{self.prefix}{dst}_p{{}}", HEADER + capacity)
         slots.append(slot)
         return slot
+
+    def _create_next(self, pattern: str, size: int) -> shared_memory.SharedMemory:
+        """A new segment named ``pattern.format(k)`` for the next free k (a restarted process
+        must not collide with the names its predecessor left behind)."""
+        while True:
+            self.count += 1
+            try:
+                return _create(pattern.format(self.count), size)
+            except FileExistsError:
+                continue
+
+    def forget(self, dst: int) -> None:
+        """Drop the slots for ``dst`` (it died; the group removes their names): a restarted
+        ``dst`` gets fresh slots."""
+        for slot in self.slots.pop(dst, []):
+            slot.close()
+            try:
+                os.unlink(os.path.join(SHM_DIR, slot.name.lstrip("/")))
+            except FileNotFoundError:
+                pass  # swept already
 
     def close(self) -> None:
         for slots in self.slots.values():

@@ -36,7 +36,13 @@ soon as the group learns of the death, and every segment of the run when the gro
 **Faults** come from one :class:`~simcluster.faults.FaultPlan` and are applied here and nowhere
 else: the sender draws each work message's delivery time and number of copies from the link's
 seeded generator; the receiver holds a message until its ``deliver_at`` and delivers duplicates
-twice. Crashes kill the sender itself (SIGKILL), optionally in the middle of writing a segment.
+twice. A link with a ``nan`` rate delivers some messages with every float array replaced by
+NaN (a corrupted gradient). Crashes kill the sender itself (SIGKILL), optionally in the middle
+of writing a segment; a straggler sleeps at every ``step``.
+
+**Restarted peers.** When a write to a peer fails (it died), the connection and the sender's
+shared-memory slots for that peer are dropped (:meth:`Transport.forget`), so the next send
+connects afresh: to the new process if the group restarted it.
 
 **Every receive has a timeout** and raises :class:`RecvTimeout` when it expires; a receiver
 may also watch process sentinels (the parent does) and learn at once that a peer died.
@@ -56,7 +62,7 @@ import threading
 import time
 from collections import deque
 from copy import deepcopy
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -161,6 +167,7 @@ class Transport:
         self._describe = describe
         self.faults = faults
         self.crash = faults.crash_for(node) if faults else None
+        self.straggle = faults.delay_for(node) if faults else 0.0  # seconds per step (stragglers)
         self.tracer = tracer or Tracer(node, enabled=False)
         self.shm_threshold = int(shm_threshold)
         self.stats = {"sent": 0, "received": 0, "bytes_sent": 0, "bytes_shm": 0, "dropped": 0,
@@ -210,6 +217,11 @@ class Transport:
             out.link = LinkState(self.faults, self.node, dst)
         # decide first: a dropped message creates no segment at all
         deliver_at, copies = out.link.decide(t0, _walk_nbytes(msg)) if faulty else (t0, 1)
+        if faulty and out.link.poison():  # a corrupted payload: its float arrays become NaN
+            poisoned = _poisoned(msg)
+            if poisoned is not msg:
+                msg = poisoned
+                self.stats["poisoned"] = self.stats.get("poisoned", 0) + 1
         if copies == 0:
             self.stats["dropped"] += 1
             self.stats["sent"] += 1
@@ -265,6 +277,7 @@ class Transport:
         except BlockingIOError:
             pass
         except OSError as err:
+            self.forget(dst)  # the next send reconnects (to a restarted process, if any)
             raise PeerUnreachable(f"{self.describe(self.node)} lost its connection to "
                                   f"{self.describe(dst)}: {err}") from None
         if out.pending and not out.waiting:  # wake up when the kernel takes more
@@ -274,13 +287,27 @@ class Transport:
             self._sel.unregister(out.sock.fileno())
             out.waiting = False
 
+    def forget(self, dst: int) -> None:
+        """Close the connection to ``dst`` and drop what was not yet written to it (the peer
+        died); the next send to ``dst`` connects afresh."""
+        self.pool.forget(dst)
+        out = self._out.pop(dst, None)
+        if out is None:
+            return
+        if out.waiting:
+            self._sel.unregister(out.sock.fileno())
+        out.sock.close()
+
     def _die(self) -> None:
         if self.crash.mid_write:  # make sure there is a segment to die in the middle of
             self.pool.park(np.zeros((1 << 20) // 8), 0, die_mid_write=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
     def step(self, k: int) -> None:
-        """Tell the transport that the caller starts step ``k`` (crash plans may fire here)."""
+        """Tell the transport that the caller starts step ``k`` (crash plans may fire here, and a
+        straggler sleeps its delay)."""
+        if self.straggle:
+            time.sleep(self.straggle)
         if self.crash is not None and self.crash.at_step is not None and k >= self.crash.at_step:
             self._die()
 
@@ -291,6 +318,10 @@ class Transport:
         delivering the messages that had already arrived). Reported once."""
         self._watched[sentinel] = (node, explain)
         self._sel.register(sentinel, False, ("sentinel", node))
+
+    def report_death(self, err: PeerDied) -> None:
+        """Have the next recv raise ``err`` (a death noticed while waiting for something else)."""
+        self._deaths.append(err)
 
     def unwatch(self, sentinel: int) -> None:
         if self._watched.pop(sentinel, None) is not None:
@@ -486,6 +517,23 @@ def _walk_nbytes(obj: Any) -> int:
         elif is_dataclass(o) and not isinstance(o, type):
             stack.extend(getattr(o, f.name) for f in fields(o))
     return total
+
+
+def _poisoned(obj: Any) -> Any:
+    """A copy of a message whose floating-point arrays are all NaN (what a corrupted gradient
+    looks like to its receiver); other fields unchanged. ``obj`` itself if it holds none."""
+    if isinstance(obj, np.ndarray):
+        return np.full_like(obj, np.nan) if obj.dtype.kind in "fc" else obj
+    if isinstance(obj, dict):
+        new = {k: _poisoned(v) for k, v in obj.items()}
+        return obj if all(new[k] is obj[k] for k in obj) else new
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        new = [_poisoned(v) for v in obj]
+        return obj if all(a is b for a, b in zip(new, obj)) else type(obj)(new)
+    if is_dataclass(obj) and not isinstance(obj, type):
+        new = {f.name: _poisoned(getattr(obj, f.name)) for f in fields(obj)}
+        return obj if all(new[k] is getattr(obj, k) for k in new) else replace(obj, **new)
+    return obj
 
 
 class _Pickler(pickle.Pickler):

@@ -24,6 +24,12 @@ Every wait is bounded: a step that does not finish within ``timeout`` seconds ra
 :class:`StepFailed` naming the partitions that did not answer; a partition that dies is noticed
 at once (its process sentinel) and named; either way the group is then shut down, leaving no
 process and no shared-memory segment behind.
+
+``device="cuda"`` puts every partition on a GPU (one each, round robin over ``gpus``, by
+:func:`gpu.placement.plan`; each process is pinned with ``CUDA_VISIBLE_DEVICES`` before it imports
+CuPy); ``"strict"`` runs them on the CuPy stand-in (:mod:`gpu.strict`), for tests. The
+coordinator itself stays on the host: it takes params and x from any device, copies them to the
+host explicitly, and returns host gradients (see :mod:`simcluster.partition` for the transfers).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from refimpl.backend import to_numpy
 from refimpl.config import ModelConfig
 
 from .faults import FaultPlan
@@ -77,11 +84,17 @@ class Coordinator:
         timeout: seconds a step may take (and a partition may wait for one halo piece).
         shm_threshold: arrays of at least this many bytes travel through shared memory
             (default: the transport's); a huge value sends every array inline on the sockets.
+        device: what the partitions compute on: "cpu" (default), "cuda" (raises
+            gpu.DeviceUnavailable, a ValueError, at once if CuPy or a device is missing) or
+            "strict" (the CuPy stand-in, for tests).
+        gpus: with device="cuda", the physical GPU ids to deal the partitions over ("0,1" or a
+            list; default: every visible device).
     """
 
     def __init__(self, cfg: ModelConfig, grid, *, start_method: str = "forkserver",
                  faults: FaultPlan | None = None, trace: bool = True, timeout: float = 60.0,
-                 log_level: int = logging.WARNING, shm_threshold: int = DEFAULT_SHM_THRESHOLD):
+                 log_level: int = logging.WARNING, shm_threshold: int = DEFAULT_SHM_THRESHOLD,
+                 device: str = "cpu", gpus=None):
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"cfg must be a refimpl ModelConfig, got {type(cfg).__name__}")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
@@ -89,7 +102,10 @@ class Coordinator:
         self.cfg = cfg
         self.plan = plan_for(cfg, grid)
         self.timeout = float(timeout)
-        roles = [Role("partition", t, partition_main, (cfg, self.plan.grid, self.timeout))
+        self.device = device
+        pins = _pins(device, gpus, self.plan.n_partitions)
+        roles = [Role("partition", t, partition_main,
+                      (cfg, self.plan.grid, self.timeout, 3600.0, device, pins[t]))
                  for t in range(self.plan.n_partitions)]
         self.group = ProcessGroup(roles, start_method=start_method, faults=faults, trace=trace,
                                   log_level=log_level, ready_timeout=max(60.0, self.timeout),
@@ -123,20 +139,29 @@ class Coordinator:
     # -- the work -----------------------------------------------------------------------------
 
     def set_params(self, params: dict) -> None:
-        """Send every partition its slices of ``params`` (refimpl's canonical dict)."""
-        for t, mine in enumerate(split_params(self.plan, self.cfg, params)):
+        """Send every partition its slices of ``params`` (refimpl's canonical dict, on any
+        device: copied to the host first)."""
+        if not isinstance(params, dict):
+            raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+        host = {key: to_numpy(w) for key, w in params.items()}  # device -> host, explicitly
+        for t, mine in enumerate(split_params(self.plan, self.cfg, host)):
             self.group.send(("partition", t), SetWeights(mine))
         self.has_params = True
 
     def step(self, x) -> ClusterStep:
-        """Objective and gradients of minibatch x (B, C, H, W), computed by the partitions."""
+        """Objective and gradients of minibatch x (B, C, H, W), computed by the partitions.
+
+        x may be on any device (it is copied to the host first); the gradients come back on the
+        host."""
         if not self.has_params:
             raise RuntimeError("call set_params before step")
+        if getattr(x, "ndim", None) == 4:
+            x = to_numpy(x)  # device -> host, explicitly: the transport carries host arrays
         want = (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
         if getattr(x, "ndim", None) != 4 or tuple(x.shape[1:]) != want:
             raise ValueError(f"x must have shape (B, {want[0]}, {want[1]}, {want[2]}), "
                              f"got {getattr(x, 'shape', type(x).__name__)}")
-        if np.asarray(x).dtype != np.dtype(self.cfg.dtype):
+        if x.dtype != np.dtype(self.cfg.dtype):
             raise TypeError(f"x must have the config's dtype {self.cfg.dtype}, got {x.dtype}")
         self.k += 1
         k, n = self.k, self.plan.n_partitions
@@ -174,3 +199,19 @@ class Coordinator:
     def _dead(self) -> list[int]:
         return sorted(self.group.roster[node][1] for node, p in self.group.procs.items()
                       if not p.is_alive())
+
+
+def _pins(device: str, gpus, n: int) -> list:
+    """Per partition, the environment that pins it to its GPU (``cuda``), else None."""
+    if not isinstance(device, str) or device not in ("cpu", "cuda", "strict"):
+        raise ValueError(f"device must be one of 'cpu', 'cuda', 'strict', got {device!r}")
+    if device != "cuda":
+        if gpus is not None:
+            raise ValueError(f"gpus needs device='cuda', got device={device!r}")
+        return [None] * n
+    from gpu.device import cuda_status, select_backend
+    from gpu.placement import parse_gpus, pin_env, plan
+
+    select_backend("cuda")  # DeviceUnavailable (one line) before any process starts
+    ids = parse_gpus(gpus) or tuple(range(cuda_status().device_count))
+    return [pin_env(a) for a in plan(ids, replicas=1, partitions=n, shards=0)]

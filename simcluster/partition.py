@@ -24,16 +24,33 @@ the time spent computing (inside the tile program) and waiting (sending and rece
 
 A :class:`~simcluster.messages.Stop` that arrives in the middle of a step (the coordinator
 gave up, e.g. because a neighbour died) ends the worker at once.
+
+On a device (``device="cuda"``, or ``"strict"``, the CuPy stand-in of :mod:`gpu.strict`) the
+weights and every tile live on the device and the tile program never leaves it. Every message
+is host data (the transport pickles NumPy arrays or parks them in shared memory, host memory),
+so the transfers are explicit and happen only at the boundaries::
+
+    SetWeights  --xp.array------> weights on the device (once)
+    StepInput   --xp.asarray----> my pixels on the device
+    Exchange    --to_numpy------> Halo pieces to the neighbours   (device -> host)
+    Halo        --xp.asarray----> pieces resumed into the program (host -> device)
+    TileResult  --to_numpy------> StepResult's gradient slices to the coordinator
+
+Every message refuses a device array (TypeError), so a forgotten transfer fails at once instead
+of travelling by pickle. A ``cuda`` worker is first pinned to its GPU (``pin``, from
+:func:`gpu.placement.pin_env`: ``CUDA_VISIBLE_DEVICES``) before CuPy is imported.
 """
 
 from __future__ import annotations
 
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+
+from refimpl.backend import to_numpy
 
 from .messages import Stop
 from .tile_program import TileResult, tile_routes, tile_step
@@ -41,8 +58,20 @@ from .tiled import plan_for
 
 
 # ---------------------------------------------------------------------------------------------
-# Messages (frozen dataclasses; their arrays travel through shared memory when large)
+# Messages (frozen dataclasses; their arrays travel through shared memory when large, so they
+# must be host arrays: each message checks)
 # ---------------------------------------------------------------------------------------------
+
+
+def _host_only(message: str, field: str, value) -> None:
+    """TypeError unless every array in ``value`` (an array or a dict of arrays) is NumPy's."""
+    for key, a in (value.items() if isinstance(value, dict) else [(None, value)]):
+        if not isinstance(a, np.ndarray):
+            where = field if key is None else f"{field}[{key!r}]"
+            raise TypeError(
+                f"{message}.{where} must be a host (NumPy) array, got {type(a).__module__}."
+                f"{type(a).__name__}: messages travel through host memory; copy device arrays "
+                f"to the host explicitly first (refimpl.backend.to_numpy / gpu.to_host)")
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,9 @@ class SetWeights:
 
     weights: dict  # "stage{s}.W1"/"W2" -> (fh, fw, K, C, R, R)
 
+    def __post_init__(self):
+        _host_only("SetWeights", "weights", self.weights)
+
 
 @dataclass(frozen=True)
 class StepInput:
@@ -58,6 +90,9 @@ class StepInput:
 
     step: int
     x: Any  # (B, C, h, w)
+
+    def __post_init__(self):
+        _host_only("StepInput", "x", self.x)
 
 
 @dataclass(frozen=True)
@@ -68,6 +103,9 @@ class Halo:
     stage: int
     name: str  # the exchange, e.g. "x", "df" (simcluster.tile_program)
     data: Any  # (B, channels, rows, cols)
+
+    def __post_init__(self):
+        _host_only("Halo", "data", self.data)
 
 
 @dataclass(frozen=True)
@@ -84,6 +122,9 @@ class StepResult:
     peak_rss_kib: int  # this process's peak resident memory (shared pages counted too)
     pss_kib: int  # its proportional memory now (shared pages split between sharers)
 
+    def __post_init__(self):
+        _host_only("StepResult", "result.grads", self.result.grads)
+
 
 def _pss_kib() -> int:
     try:
@@ -96,10 +137,25 @@ def _pss_kib() -> int:
     return 0
 
 
-def partition_main(ctx, cfg, grid, timeout: float = 60.0, idle_timeout: float = 3600.0) -> None:
+def backend(device: str = "cpu", pin: dict | None = None):
+    """The namespace ``xp`` a worker computes with: numpy for ``cpu``; otherwise
+    :func:`gpu.device.select_backend`, after applying ``pin`` (the environment variables of
+    :func:`gpu.placement.pin_env`) if given, which must happen before CuPy is imported."""
+    if device == "cpu" and pin is None:
+        return np
+    from gpu.device import select_backend  # gpu is needed only off the CPU
+    from gpu.placement import run_pinned
+
+    return select_backend(device) if pin is None else run_pinned(pin, select_backend, device)
+
+
+def partition_main(ctx, cfg, grid, timeout: float = 60.0, idle_timeout: float = 3600.0,
+                   device: str = "cpu", pin: dict | None = None) -> None:
     """The worker of partition ``ctx.rank`` of model ``cfg`` split over ``grid`` (see the module
     docstring). ``timeout`` bounds every wait for a halo piece; ``idle_timeout`` the wait for
-    the coordinator's next message."""
+    the coordinator's next message. ``device``: ``cpu``, ``cuda`` or ``strict``, what the tile
+    program computes on (see :func:`backend` for ``pin``)."""
+    xp = backend(device, pin)
     plan = plan_for(cfg, grid)  # (rebuilding it is 5x faster than unpickling it)
     partners = tile_routes(plan, ctx.rank)  # the same every step
     node = {u: ctx.node_of("partition", u) for u in range(plan.n_partitions)}
@@ -110,12 +166,13 @@ def partition_main(ctx, cfg, grid, timeout: float = 60.0, idle_timeout: float = 
         if isinstance(msg, Stop):
             return
         if isinstance(msg, SetWeights):
-            weights = {k: np.array(w) for k, w in msg.weights.items()}  # own copies: frees the slots
+            # own copies (frees the shared-memory slots), uploaded to the device
+            weights = {k: xp.array(w) for k, w in msg.weights.items()}
         elif isinstance(msg, StepInput):
             if weights is None:
                 raise RuntimeError(f"partition {ctx.rank}: StepInput before SetWeights")
             ctx.step(msg.step)  # (crash plans may fire here)
-            out = _run_step(ctx, plan, cfg, weights, partners, msg, node, rank, timeout)
+            out = _run_step(ctx, plan, cfg, weights, partners, msg, node, rank, timeout, xp)
             if out is None:  # Stop arrived mid-step
                 return
             ctx.send(0, out)
@@ -123,9 +180,10 @@ def partition_main(ctx, cfg, grid, timeout: float = 60.0, idle_timeout: float = 
             raise TypeError(f"partition {ctx.rank}: unexpected message {type(msg).__name__}")
 
 
-def _run_step(ctx, plan, cfg, weights, partners, msg: StepInput, node, rank, timeout):
+def _run_step(ctx, plan, cfg, weights, partners, msg: StepInput, node, rank, timeout, xp):
+    """One step; the host <-> device copies of the halo pieces count as waiting, not computing."""
     k = msg.step
-    program = tile_step(plan, ctx.rank, cfg, weights, msg.x, partners)
+    program = tile_step(plan, ctx.rank, cfg, weights, xp.asarray(msg.x), partners)  # upload
     compute = wait = cpu = 0.0
     messages = nbytes = 0
     got: dict | None = None
@@ -143,7 +201,7 @@ def _run_step(ctx, plan, cfg, weights, partners, msg: StepInput, node, rank, tim
         compute += t1 - t0
         cpu += time.process_time() - c0
         for v, piece in req.sends.items():
-            ctx.send(node[v], Halo(k, req.stage, req.name, piece))
+            ctx.send(node[v], Halo(k, req.stage, req.name, to_numpy(piece)))  # device -> host
             messages += 1
             nbytes += piece.nbytes
         got, need = {}, set(req.expect)
@@ -158,8 +216,9 @@ def _run_step(ctx, plan, cfg, weights, partners, msg: StepInput, node, rank, tim
             if isinstance(env.body, Stop):
                 return None
             u = rank[env.src]
-            got[u] = env.body.data
+            got[u] = xp.asarray(env.body.data)  # host -> device
             need.discard(u)
         wait += time.perf_counter() - t1
+    result = replace(result, grads={key: to_numpy(g) for key, g in result.grads.items()})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return StepResult(k, result, compute, cpu, wait, messages, nbytes, int(peak), _pss_kib())

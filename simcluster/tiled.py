@@ -14,14 +14,16 @@ This is the oracle for the process version (:mod:`simcluster.coordinator`): the 
 programs and the very same pieces, only handed over by a loop instead of the transport. The
 helpers that split the parameters and the input by owner and put the results back together
 (:func:`split_params`, :func:`split_input`, :func:`assemble`) are shared by both.
+
+Nothing here asks which device it is on (``xp = get_xp(...)``): with params and x on a GPU (or
+the strict CuPy stand-in, :mod:`gpu.strict`) every tile, halo piece and gradient stays there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
+from refimpl.backend import get_xp
 from refimpl.config import ModelConfig
 from refimpl.model import check_params, param_shapes
 
@@ -36,24 +38,28 @@ def plan_for(cfg: ModelConfig, grid) -> PartitionPlan:
 
 
 def split_params(plan: PartitionPlan, cfg: ModelConfig, params: dict) -> list[dict]:
-    """Per partition, the slices of every weight array on its owned filter units (copies)."""
+    """Per partition, the slices of every weight array on its owned filter units (copies, on
+    the params' device)."""
     check_params(params, cfg)
+    xp = get_xp(*params.values())
     out = []
     for t in range(plan.n_partitions):
         mine = {}
         for key in param_shapes(cfg):
             F = plan.tiles[t][int(key[len("stage"):key.index(".")])].filter
-            mine[key] = np.ascontiguousarray(params[key][F.rows[0]:F.rows[1], F.cols[0]:F.cols[1]])
+            mine[key] = xp.ascontiguousarray(params[key][F.rows[0]:F.rows[1], F.cols[0]:F.cols[1]])
         out.append(mine)
     return out
 
 
 def split_input(plan: PartitionPlan, x) -> list:
-    """Per partition, its owned pixels of the minibatch x (B, C, H, W): (B, C, h, w) copies."""
+    """Per partition, its owned pixels of the minibatch x (B, C, H, W): (B, C, h, w) copies, on
+    x's device."""
+    xp = get_xp(x)
     out = []
     for t in range(plan.n_partitions):
         own = plan.tiles[t][0].input
-        out.append(np.ascontiguousarray(x[..., own.rows[0]:own.rows[1], own.cols[0]:own.cols[1]]))
+        out.append(xp.ascontiguousarray(x[..., own.rows[0]:own.rows[1], own.cols[0]:own.cols[1]]))
     return out
 
 
@@ -69,8 +75,10 @@ class StepOutput:
 
 def assemble(plan: PartitionPlan, cfg: ModelConfig, results: list[TileResult], dtype) -> StepOutput:
     """Put every partition's :class:`TileResult` back together (partition order, so a sum does
-    not depend on which partition answered first)."""
-    grads = {key: np.zeros(shape, dtype=dtype) for key, shape in param_shapes(cfg).items()}
+    not depend on which partition answered first). The gradients are allocated on the device
+    the partitions' gradients are on."""
+    xp = get_xp(*(g for res in results for g in res.grads.values()))
+    grads = {key: xp.zeros(shape, dtype=dtype) for key, shape in param_shapes(cfg).items()}
     for t, res in enumerate(results):
         for key, g in res.grads.items():
             F = plan.tiles[t][int(key[len("stage"):key.index(".")])].filter
@@ -115,5 +123,5 @@ def tiled_step(plan: PartitionPlan, cfg: ModelConfig, params: dict, x) -> StepOu
             break
         if done:
             raise RuntimeError("tile programs out of step: some finished before the others")
-    out = assemble(plan, cfg, results, np.asarray(x).dtype)
+    out = assemble(plan, cfg, results, x.dtype)
     return StepOutput(out.J, out.grads, out.terms, {"messages": messages, "bytes": nbytes})

@@ -2,13 +2,16 @@
 
     catneuron cluster step  --grid 13x13 --config mini        # 169 processes, one minibatch
     catneuron cluster check --grid 3x2 --config tiny --dtype float64
+    catneuron cluster check --grid 2x2 --device strict     # partitions on the CuPy stand-in
 
 ``step`` runs one minibatch through :class:`simcluster.Coordinator` and prints the start-up
 time, the step time (compute and wait per partition), the bytes moved and the peak memory.
 ``check`` runs the same minibatch through the partitions and through single-process refimpl,
 prints the largest absolute and relative difference of the objective and of every gradient, and
 exits 1 above the tolerance. The minibatch is seeded Gaussian noise of the input's shape: both
-commands compare or time computations, they do not learn. ``cluster train`` (Downpour SGD) is
+commands compare or time computations, they do not learn. ``--device cuda`` (or
+``CATNEURON_DEVICE=cuda``) runs every partition on a GPU, one each round robin over the visible
+devices; without one it stops with a one-line error before starting any process. ``cluster train`` (Downpour SGD) is
 added by :mod:`catneuron.commands.cluster_train` when present.
 """
 
@@ -62,6 +65,9 @@ def _common(p, default_config: str, default_grid: str) -> None:
     p.add_argument("--start-method", choices=["forkserver", "spawn"], default="forkserver")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds one step may take before it fails (default: 300)")
+    p.add_argument("--device", default=None, metavar="{cpu,cuda,strict}",
+                   help="what the partitions compute on (default: CATNEURON_DEVICE, else cpu; "
+                   "strict is the CuPy stand-in for tests)")
 
 
 def _setup(args):
@@ -81,10 +87,11 @@ def _setup(args):
 
 
 def _coordinator(args, cfg, trace: bool):
+    from gpu.device import resolve_device
     from simcluster.coordinator import Coordinator
 
     return Coordinator(cfg, args.grid, start_method=args.start_method, trace=trace,
-                       timeout=args.timeout)
+                       timeout=args.timeout, device=resolve_device(args.device))
 
 
 def _mib(kib: float) -> str:
@@ -101,7 +108,8 @@ def run_step(args) -> int:
     cfg, params, x = _setup(args)
     c = _coordinator(args, cfg, trace=bool(args.trace))
     print(f"config {cfg.name} ({cfg.dtype}), minibatch {x.shape[0]}, grid {c.plan.grid[0]}x"
-          f"{c.plan.grid[1]} = {c.plan.n_partitions} partition processes ({args.start_method})")
+          f"{c.plan.grid[1]} = {c.plan.n_partitions} partition processes ({args.start_method}, "
+          f"device {c.device})")
     try:
         with c:
             print(f"start-up: {c.startup_s:.2f} s until every partition was ready")
@@ -153,7 +161,8 @@ def run_check(args) -> int:
     rows = [("objective J", np.float64(out.J), np.float64(J))]
     rows += [(f"grad {k}", out.grads[k], g) for k, g in grads.items()]
     print(f"config {cfg.name} ({cfg.dtype}, gradient {cfg.gradient}, tied {cfg.tied}, lcn {cfg.lcn}), "
-          f"minibatch {x.shape[0]}, grid {c.plan.grid[0]}x{c.plan.grid[1]}: simcluster vs refimpl")
+          f"minibatch {x.shape[0]}, grid {c.plan.grid[0]}x{c.plan.grid[1]}, device {c.device}: "
+          f"simcluster vs refimpl")
     print(f"{'quantity':<18} {'shape':<24} {'max abs diff':>12} {'max rel diff':>12}  result")
     worst = 0.0
     for name, mine, ref in rows:

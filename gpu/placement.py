@@ -21,7 +21,13 @@ or ``forkserver`` (never ``fork`` from a process that has used CUDA) and make
     for a in plan(args.gpus, replicas=R, partitions=P, shards=S):
         ctx.Process(target=run_pinned, args=(pin_env(a), worker_main, a, ...)).start()
 
-Everything but :func:`run_pinned` is a pure function.
+simcluster does this: :func:`process_pins` gives the partitions (``Coordinator(device=
+"cuda", gpus=...)``) and the Downpour replicas and shards (``DownpourConfig(device="cuda",
+gpus=...)``) their environments before any process starts, and each worker calls
+:func:`pinned_backend` first thing, which pins it and only then imports CuPy.
+
+Everything but :func:`run_pinned`, :func:`pinned_backend` and the CUDA check of
+:func:`process_pins` is a pure function.
 """
 
 from __future__ import annotations
@@ -145,6 +151,39 @@ def run_pinned(env: dict[str, str], target, *args, **kwargs):
         )
     os.environ.update(env)
     return target(*args, **kwargs)
+
+
+def process_pins(device: str, gpus=None, *, replicas: int, partitions: int = 1,
+                 shards: int = 0) -> list:
+    """Per process of :func:`plan` (the workers replica-major, then the shards) the environment
+    that pins it (:func:`pin_env`) when ``device`` is ``cuda``; otherwise None for every process
+    (``cpu`` and ``strict`` processes are not pinned).
+
+    Call it before starting any process: ValueError for an unknown ``device`` or ``gpus``
+    without ``cuda``; :class:`~gpu.device.DeviceUnavailable` (a one-line ValueError) when
+    ``cuda`` is asked for and CuPy or a device is missing. ``gpus`` defaults to every visible GPU.
+    """
+    if not isinstance(device, str) or device not in DEVICES:
+        raise ValueError(f"device must be one of 'cpu', 'cuda', 'strict', got {device!r}")
+    ids = parse_gpus(gpus)
+    if device != "cuda":
+        if gpus is not None:
+            raise ValueError(f"gpus needs device='cuda', got device={device!r}")
+        return [None] * len(plan((), replicas=replicas, partitions=partitions, shards=shards))
+    from .device import cuda_status, select_backend
+
+    select_backend("cuda")  # DeviceUnavailable, before any process starts
+    ids = ids or tuple(range(cuda_status().device_count))
+    return [pin_env(a) for a in plan(ids, replicas=replicas, partitions=partitions, shards=shards)]
+
+
+def pinned_backend(device: str = "cpu", pin: dict | None = None):
+    """The namespace ``xp`` a worker computes with: numpy for ``cpu``; otherwise
+    :func:`gpu.device.select_backend`, after applying ``pin`` (from :func:`process_pins`) if
+    given. Call it first thing in the worker: the pin must come before CuPy is imported."""
+    from .device import select_backend
+
+    return select_backend(device) if pin is None else run_pinned(pin, select_backend, device)
 
 
 def mp_context(method: str = "spawn"):

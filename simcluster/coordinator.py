@@ -203,15 +203,6 @@ class Coordinator:
 
 def _pins(device: str, gpus, n: int) -> list:
     """Per partition, the environment that pins it to its GPU (``cuda``), else None."""
-    if not isinstance(device, str) or device not in ("cpu", "cuda", "strict"):
-        raise ValueError(f"device must be one of 'cpu', 'cuda', 'strict', got {device!r}")
-    if device != "cuda":
-        if gpus is not None:
-            raise ValueError(f"gpus needs device='cuda', got device={device!r}")
-        return [None] * n
-    from gpu.device import cuda_status, select_backend
-    from gpu.placement import parse_gpus, pin_env, plan
+    from gpu.placement import process_pins
 
-    select_backend("cuda")  # DeviceUnavailable (one line) before any process starts
-    ids = parse_gpus(gpus) or tuple(range(cuda_status().device_count))
-    return [pin_env(a) for a in plan(ids, replicas=1, partitions=n, shards=0)]
+    return process_pins(device, gpus, replicas=1, partitions=n)

@@ -49,10 +49,18 @@ acknowledged update is lost). Without restarts a dead replica is dropped and the
 on; a dead shard, or no replica left, stops the run with a :class:`DownpourError` and a final
 checkpoint of what the live shards hold. Shards reject non-finite pushes and quarantine a
 repeat offender.
+
+**Devices**: ``device="cuda"`` computes every replica's gradient on a GPU, one GPU per replica
+dealt round robin over ``gpus`` (default: every visible one; :func:`gpu.placement.plan`); the
+shards stay on the host with ``CUDA_VISIBLE_DEVICES=""``. Every process is pinned before it
+imports CuPy, and a missing GPU is a one-line :class:`gpu.DeviceUnavailable` before any process
+starts. ``"strict"`` runs the replicas on the CuPy stand-in (:mod:`gpu.strict`), for tests. The
+transfers are in :mod:`simcluster.replica`; every message carries host arrays.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -65,6 +73,8 @@ from typing import Callable
 
 import numpy as np
 
+from gpu.device import DEVICES
+from gpu.placement import parse_gpus, process_pins, run_pinned
 from refimpl.config import ModelConfig
 from refimpl.model import flatten, init_params, model_forward, unflatten
 from refimpl.train import prepare_frames
@@ -105,6 +115,8 @@ class DownpourConfig:
     shard_checkpoints: bool = False  # shards log and checkpoint (needed to restart a shard)
     checkpoint_every: int = 20  # logged pushes between shard checkpoints
     start_method: str = "forkserver"
+    device: str = "cpu"  # what replicas compute on: cpu | cuda | strict (the CuPy stand-in)
+    gpus: str | tuple | None = None  # with device="cuda": GPU ids, "0,1" or a list (default: every visible)
 
     def __post_init__(self):
         for name in ("replicas", "shards", "fetch_every", "push_every", "steps", "max_retries",
@@ -130,10 +142,22 @@ class DownpourConfig:
                              f"half of retry_timeout x max_retries "
                              f"({self.retry_timeout * self.max_retries:g} s), or replicas give up on "
                              f"a restarting shard first")
+        if self.device not in DEVICES:
+            raise ValueError(f"DownpourConfig.device must be one of {DEVICES}, got {self.device!r}")
+        parse_gpus(self.gpus)  # ValueError naming --gpus
+        if self.gpus is not None and self.device != "cuda":
+            raise ValueError(f"DownpourConfig.gpus needs device='cuda', got device={self.device!r}")
 
     @property
     def granted(self) -> bool:
         return self.mode == "sync" or self.deterministic
+
+    def pins(self) -> tuple[list, list]:
+        """The environments pinning each replica and each shard (None unless ``cuda``): replicas
+        round robin over the GPUs, shards on the host (:func:`gpu.placement.process_pins`).
+        Raises DeviceUnavailable when ``cuda`` is asked for and missing."""
+        pins = process_pins(self.device, self.gpus, replicas=self.replicas, shards=self.shards)
+        return pins[:self.replicas], pins[self.replicas:]
 
 
 @dataclass
@@ -432,6 +456,7 @@ def run_downpour(cfg: ModelConfig, frames: np.ndarray, dcfg: DownpourConfig, *,
     """
     if not isinstance(dcfg, DownpourConfig):
         raise TypeError(f"dcfg must be a DownpourConfig, got {type(dcfg).__name__}")
+    replica_pins, shard_pins = dcfg.pins()  # a missing GPU fails here, before any process
     data, _ = prepare_frames(cfg, frames)
     if data.shape[0] < dcfg.replicas:
         raise ValueError(f"frames: {data.shape[0]} frames cannot be split among "
@@ -446,7 +471,10 @@ def run_downpour(cfg: ModelConfig, frames: np.ndarray, dcfg: DownpourConfig, *,
         store = str(out / "shards") if out is not None else (store_tmp := tempfile.mkdtemp(prefix="shards-"))
         if store_tmp is None:
             shutil.rmtree(store, ignore_errors=True)
-    roles = [Role("shard", s, shard_main, (ShardSpec(s, lo, hi, vec0[lo:hi].copy(), t.optimizer,
+    # on a GPU run the shards are pinned to the host too (CUDA_VISIBLE_DEVICES=""): no GPU for them
+    shard_fns = [shard_main if pin is None else functools.partial(run_pinned, pin, shard_main)
+                 for pin in shard_pins]
+    roles = [Role("shard", s, shard_fns[s], (ShardSpec(s, lo, hi, vec0[lo:hi].copy(), t.optimizer,
                                                      t.lr, t.adagrad_floor, dcfg.mode,
                                                      dcfg.max_staleness, dcfg.nan_limit,
                                                      store_dir=store,
@@ -455,7 +483,8 @@ def run_downpour(cfg: ModelConfig, frames: np.ndarray, dcfg: DownpourConfig, *,
     roles += [Role("replica", r, replica_main,
                    (ReplicaSpec(r, cfg, parts[r], rng_states[r], tuple(ranges), dcfg.steps,
                                 dcfg.fetch_every, dcfg.push_every, dcfg.granted,
-                                dcfg.retry_timeout, dcfg.max_retries),))
+                                dcfg.retry_timeout, dcfg.max_retries, device=dcfg.device,
+                                pin=replica_pins[r]),))
               for r in range(dcfg.replicas)]
     metrics = None
     if out is not None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
+
 
 # ---------------------------------------------------------------------------------------------
 # On the wire
@@ -109,6 +111,20 @@ class Error:
 
 def is_system(msg: Any) -> bool:
     return bool(getattr(type(msg), "SYSTEM", False))
+
+
+def host_only(message: str, attr: str, value) -> None:
+    """TypeError unless every array in ``value`` (an array or a dict of arrays) is NumPy's.
+
+    Work messages that carry arrays call it in ``__post_init__``: the transport's shared memory is
+    host memory, so a device array must be copied to the host explicitly before it is sent."""
+    for key, a in (value.items() if isinstance(value, dict) else [(None, value)]):
+        if not isinstance(a, np.ndarray):
+            where = attr if key is None else f"{attr}[{key!r}]"
+            raise TypeError(
+                f"{message}.{where} must be a host (NumPy) array, got {type(a).__module__}."
+                f"{type(a).__name__}: messages travel through host memory; copy device arrays "
+                f"to the host explicitly first (refimpl.backend.to_numpy / gpu.to_host)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,11 +48,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
+from gpu.placement import pinned_backend as backend
 from refimpl.backend import to_numpy
 
-from .messages import Stop
+from .messages import Stop, host_only
 from .tile_program import TileResult, tile_routes, tile_step
 from .tiled import plan_for
 
@@ -63,17 +62,6 @@ from .tiled import plan_for
 # ---------------------------------------------------------------------------------------------
 
 
-def _host_only(message: str, field: str, value) -> None:
-    """TypeError unless every array in ``value`` (an array or a dict of arrays) is NumPy's."""
-    for key, a in (value.items() if isinstance(value, dict) else [(None, value)]):
-        if not isinstance(a, np.ndarray):
-            where = field if key is None else f"{field}[{key!r}]"
-            raise TypeError(
-                f"{message}.{where} must be a host (NumPy) array, got {type(a).__module__}."
-                f"{type(a).__name__}: messages travel through host memory; copy device arrays "
-                f"to the host explicitly first (refimpl.backend.to_numpy / gpu.to_host)")
-
-
 @dataclass(frozen=True)
 class SetWeights:
     """Coordinator -> partition: the partition's slices of every weight array."""
@@ -81,7 +69,7 @@ class SetWeights:
     weights: dict  # "stage{s}.W1"/"W2" -> (fh, fw, K, C, R, R)
 
     def __post_init__(self):
-        _host_only("SetWeights", "weights", self.weights)
+        host_only("SetWeights", "weights", self.weights)
 
 
 @dataclass(frozen=True)
@@ -92,7 +80,7 @@ class StepInput:
     x: Any  # (B, C, h, w)
 
     def __post_init__(self):
-        _host_only("StepInput", "x", self.x)
+        host_only("StepInput", "x", self.x)
 
 
 @dataclass(frozen=True)
@@ -105,7 +93,7 @@ class Halo:
     data: Any  # (B, channels, rows, cols)
 
     def __post_init__(self):
-        _host_only("Halo", "data", self.data)
+        host_only("Halo", "data", self.data)
 
 
 @dataclass(frozen=True)
@@ -123,7 +111,7 @@ class StepResult:
     pss_kib: int  # its proportional memory now (shared pages split between sharers)
 
     def __post_init__(self):
-        _host_only("StepResult", "result.grads", self.result.grads)
+        host_only("StepResult", "result.grads", self.result.grads)
 
 
 def _pss_kib() -> int:
@@ -137,24 +125,13 @@ def _pss_kib() -> int:
     return 0
 
 
-def backend(device: str = "cpu", pin: dict | None = None):
-    """The namespace ``xp`` a worker computes with: numpy for ``cpu``; otherwise
-    :func:`gpu.device.select_backend`, after applying ``pin`` (the environment variables of
-    :func:`gpu.placement.pin_env`) if given, which must happen before CuPy is imported."""
-    if device == "cpu" and pin is None:
-        return np
-    from gpu.device import select_backend  # gpu is needed only off the CPU
-    from gpu.placement import run_pinned
-
-    return select_backend(device) if pin is None else run_pinned(pin, select_backend, device)
-
-
 def partition_main(ctx, cfg, grid, timeout: float = 60.0, idle_timeout: float = 3600.0,
                    device: str = "cpu", pin: dict | None = None) -> None:
     """The worker of partition ``ctx.rank`` of model ``cfg`` split over ``grid`` (see the module
     docstring). ``timeout`` bounds every wait for a halo piece; ``idle_timeout`` the wait for
     the coordinator's next message. ``device``: ``cpu``, ``cuda`` or ``strict``, what the tile
-    program computes on (see :func:`backend` for ``pin``)."""
+    program computes on, after pinning the process with ``pin`` (see
+    :func:`gpu.placement.pinned_backend`)."""
     xp = backend(device, pin)
     plan = plan_for(cfg, grid)  # (rebuilding it is 5x faster than unpickling it)
     partners = tile_routes(plan, ctx.rank)  # the same every step

@@ -14,12 +14,16 @@ In deterministic and synchronous runs the driver grants each action (:class:`Gra
 replica answers :class:`Done`; in synchronous runs the driver then tells every shard to apply
 the step's buffered pushes (:class:`Commit` -> :class:`Committed`). Every request carries an id
 (``req``/``seq``/``action``) so a retried request and a duplicated reply are recognised.
+The arrays of Params and Push must be host (NumPy) arrays (TypeError otherwise): a replica on
+a GPU copies its gradient to the host explicitly before it pushes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from .messages import host_only
 
 # statuses of a push (Ack.status)
 APPLIED, BUFFERED, DUPLICATE, STALE, NONFINITE, QUARANTINED = (
@@ -41,7 +45,10 @@ class Params:
     shard: int
     req: int
     version: int
-    values: Any  # (hi - lo,) float array
+    values: Any  # (hi - lo,) float array, on the host
+
+    def __post_init__(self):
+        host_only("Params", "values", self.values)
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,10 @@ class Push:
     seq: int
     step: int
     base_version: int
-    grad: Any  # (hi - lo,) float array
+    grad: Any  # (hi - lo,) float array, on the host (a replica on a GPU downloads it first)
+
+    def __post_init__(self):
+        host_only("Push", "grad", self.grad)
 
 
 @dataclass(frozen=True)

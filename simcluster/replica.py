@@ -23,6 +23,18 @@ fetch or a compute-and-maybe-push; ``what = "step"``: a whole step, for synchron
 :func:`refimpl_gradient` (refimpl's model_forward/model_backward) is the default, and a
 model-parallel group could stand in for it later without changing the protocol.
 
+**On a device** (``device="cuda"``, or ``"strict"``, the CuPy stand-in of :mod:`gpu.strict`) the
+replica process is first pinned to its GPU (``pin``, from :func:`gpu.placement.process_pins`:
+``CUDA_VISIBLE_DEVICES``) and only then imports CuPy. The cached parameters and the gradient
+sum stay on the host, where the shards' messages put them and take them from; only the
+gradient is computed on the device, with explicit copies at its boundary::
+
+    shards --Params.values--> cached w (host) --xp.asarray--> w (device) --+
+    own frames (host) ---minibatch x------------xp.asarray--> x (device) --+--> gradient(cfg, w, x)
+    shards <--Push.grad = acc[lo:hi]-- acc (host) += to_numpy(grad) <------- grad (device)
+
+Params and Push refuse device arrays (TypeError), so a forgotten download fails at once.
+
 **Start and restart.** A replica first asks the driver where to start (:class:`~simcluster.
 ps_messages.Hello` -> :class:`~simcluster.ps_messages.Resume`): 0, or for a process restarted
 after a crash the step its predecessor had reached; it then skips those minibatch draws and
@@ -42,6 +54,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gpu.placement import pinned_backend
+from refimpl.backend import to_numpy
 from refimpl.checkpoint import restore_rng
 from refimpl.config import ModelConfig
 from refimpl.model import flatten, model_backward, model_forward, unflatten
@@ -78,7 +92,10 @@ class ReplicaSpec:
     granted: bool = False  # wait for Grants (deterministic / sync runs)
     retry_timeout: float = 0.25  # seconds before a request is resent
     max_retries: int = 40
-    gradient: Callable | None = None  # gradient(cfg, vec, x) -> (J, grad); None = refimpl_gradient
+    gradient: Callable | None = None  # gradient(cfg, vec, x) -> (J, grad) with vec and x on the
+    #                                   replica's device; None = refimpl_gradient
+    device: str = "cpu"  # what the gradient is computed on: cpu, cuda or strict (the stand-in)
+    pin: dict | None = None  # the environment pinning a cuda replica to its GPU (gpu.placement)
 
 
 class Replica:
@@ -86,6 +103,7 @@ class Replica:
 
     def __init__(self, ctx, spec: ReplicaSpec):
         self.ctx, self.spec = ctx, spec
+        self.xp = pinned_backend(spec.device, spec.pin)  # first: the pin precedes importing CuPy
         self.rng = restore_rng(spec.rng_state)
         self.shards = [ctx.node_of("shard", s) for s in range(len(spec.ranges))]
         n = spec.ranges[-1][1]
@@ -179,7 +197,9 @@ class Replica:
         B = s.cfg.train.batch_size
         idx = self.rng.integers(0, s.data.shape[0], size=B)  # as refimpl.train draws them
         with self.ctx.span("compute", step=self.k):
-            J, g = self.gradient(s.cfg, self.vec, s.data[idx])  # (B, C, H, W) -> (n_params,)
+            w, x = self.xp.asarray(self.vec), self.xp.asarray(s.data[idx])  # host -> device
+            J, g = self.gradient(s.cfg, w, x)  # (n_params,), (B, C, H, W) -> (n_params,)
+            g = to_numpy(g)  # device -> host
         self.acc += g
         self.n_acc += 1
         self.loss = J / B

@@ -3,6 +3,7 @@
     catneuron cluster step  --grid 13x13 --config mini        # 169 processes, one minibatch
     catneuron cluster check --grid 3x2 --config tiny --dtype float64
     catneuron cluster check --grid 2x2 --device strict     # partitions on the CuPy stand-in
+    catneuron cluster step --grid 2x2 --device cuda --gpus 0,1   # partition t on GPU t % 2
 
 ``step`` runs one minibatch through :class:`simcluster.Coordinator` and prints the start-up
 time, the step time (compute and wait per partition), the bytes moved and the peak memory.
@@ -11,8 +12,9 @@ prints the largest absolute and relative difference of the objective and of ever
 exits 1 above the tolerance. The minibatch is seeded Gaussian noise of the input's shape: both
 commands compare or time computations, they do not learn. ``--device cuda`` (or
 ``CATNEURON_DEVICE=cuda``) runs every partition on a GPU, one each round robin over the visible
-devices; without one it stops with a one-line error before starting any process. ``cluster train`` (Downpour SGD) is
-added by :mod:`catneuron.commands.cluster_train` when present.
+devices (``--gpus 0,1,...``: over those); without one it stops with a one-line error before
+starting any process. ``cluster train`` (Downpour SGD) is added by
+:mod:`catneuron.commands.cluster_train` when present.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def _common(p, default_config: str, default_grid: str) -> None:
     p.add_argument("--device", default=None, metavar="{cpu,cuda,strict}",
                    help="what the partitions compute on (default: CATNEURON_DEVICE, else cpu; "
                    "strict is the CuPy stand-in for tests)")
+    p.add_argument("--gpus", default=None, metavar="0,1,...",
+                   help="with --device cuda: the GPUs to deal the partitions over, round robin "
+                   "(default: every visible one)")
 
 
 def _setup(args):
@@ -91,7 +96,7 @@ def _coordinator(args, cfg, trace: bool):
     from simcluster.coordinator import Coordinator
 
     return Coordinator(cfg, args.grid, start_method=args.start_method, trace=trace,
-                       timeout=args.timeout, device=resolve_device(args.device))
+                       timeout=args.timeout, device=resolve_device(args.device), gpus=args.gpus)
 
 
 def _mib(kib: float) -> str:

@@ -4,13 +4,17 @@
     catneuron cluster train --config tiny --replicas 3 --steps 20 --deterministic --faults plan.toml
     catneuron cluster train --config tiny --mode sync --drop 0.05 --duplicate 0.05
     catneuron cluster train --config tiny --kill 'shard 1@30' --kill 'replica 2@10' --restarts 1
+    catneuron cluster train --config tiny --replicas 4 --device cuda --gpus 0,1   # 2 replicas/GPU
 
 N replica processes, each on its own 1/N of the training frames, fetch parameters from S
 parameter-server shard processes every P steps and push gradients every G steps. Shows a live
 progress bar (per replica: step, loss, staleness; per shard: version); writes to --out
 metrics.jsonl (one line per replica step), trace.json (Chrome trace: open in ui.perfetto.dev),
 checkpoint.npz (the final parameters, a refimpl checkpoint) and summary.txt, whose last line,
-also printed last, is ``params sha256: <hex>`` so two runs can be compared.
+also printed last, is ``params sha256: <hex>`` so two runs can be compared. ``--device cuda``
+computes each replica's gradients on a GPU (round robin over ``--gpus``, default every visible
+one; the shards stay on the host); without one it stops with a one-line error before starting
+any process.
 
 This module exposes :func:`register_cluster`, which adds ``train`` to the subparsers of the
 ``cluster`` command (catneuron/commands/cluster.py).
@@ -59,6 +63,12 @@ def register_cluster(csub) -> None:
                    help="seconds between a death and its restart")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                    help="shards log every push and checkpoint every K (default with --restarts: 20)")
+    p.add_argument("--device", default=None, metavar="{cpu,cuda,strict}",
+                   help="what the replicas compute on (default: CATNEURON_DEVICE, else cpu; "
+                   "strict is the CuPy stand-in for tests)")
+    p.add_argument("--gpus", default=None, metavar="0,1,...",
+                   help="with --device cuda: the GPUs to deal the replicas over, round robin "
+                   "(default: every visible one); shards stay on the host")
     p.add_argument("--out", default=None, help="output directory (default: runs/cluster-<config>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -115,6 +125,7 @@ class _Display:
 
 
 def run(args) -> int:
+    from gpu.device import resolve_device
     from refimpl.checkpoint import save_checkpoint
     from refimpl.config import load_config
     from refimpl.data import natural_frames
@@ -131,7 +142,9 @@ def run(args) -> int:
                           seed=args.seed, max_restarts=args.restarts,
                           restart_delay=args.restart_delay,
                           shard_checkpoints=bool(args.restarts) or args.checkpoint_every is not None,
-                          checkpoint_every=args.checkpoint_every or 20)
+                          checkpoint_every=args.checkpoint_every or 20,
+                          device=resolve_device(args.device), gpus=args.gpus)
+    dcfg.pins()  # a missing GPU is a one-line error here, before anything starts or prints
     plan = fault_plan(args)
     out = Path(args.out or Path("runs") / f"cluster-{cfg.name}")
     frames = natural_frames(cfg.train.frames, cfg.image_size, channels=cfg.channels,

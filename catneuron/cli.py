@@ -18,6 +18,10 @@ COMMANDS = [
     "train",
     "data",
     "devices",
+    "reproduce",
+    "plan",
+    "cluster",
+    "scale",
 ]
 
 

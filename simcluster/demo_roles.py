@@ -56,6 +56,20 @@ def raiser(ctx, message: str) -> None:
         inner_step(np.ones(3))
 
 
+def quitter(ctx) -> None:
+    """Return at once: the process ends cleanly (exit code 0), as a survivor does after it
+    reports that it lost a peer."""
+
+
+def sleeper(ctx, seconds: float) -> None:
+    """Sleep, then wait for Stop (a process for the parent or a test to kill)."""
+    import time
+
+    time.sleep(seconds)
+    while not isinstance(ctx.recv(timeout=120.0).body, Stop):
+        pass
+
+
 def streamer(ctx, peer: tuple, nbytes: int) -> None:
     """Send Tensor arrays of ``nbytes`` to ``peer`` (role, rank) and read whatever arrives, until
     Stop: steady shared-memory traffic in both directions for crash tests."""

@@ -431,7 +431,10 @@ class ProcessGroup:
             env = self.transport.recv(timeout, wanted)
         except PeerDied as err:
             self.swept += sweep(self.run_id, reader=err.node)  # nobody else will read those
-            raise WorkerDied(str(err)) from None
+            cause = self._root_cause(err.node)
+            if cause == err.node:
+                raise WorkerDied(str(err)) from None
+            raise WorkerDied(f"{self._death_message(cause)}; then {str(err)}") from None
         except RecvTimeout:
             raise RecvTimeout(f"coordinator: no message within {timeout:g} s "
                               f"(live: {sum(p.is_alive() for p in self.procs.values())}/{len(self.procs)})") from None
@@ -447,9 +450,25 @@ class ProcessGroup:
         sentinels = {p.sentinel: n for n, p in self.procs.items() if n != src}
         dead = mp_connection.wait(list(sentinels), timeout=grace)
         if dead:
-            node = sentinels[dead[0]]
+            node = self._root_cause(sentinels[dead[0]], grace=0.0)
             raise WorkerDied(f"{self._death_message(node)}; then {self.describe(src)} failed: "
                              f"{err.exc_type}: {err.message}")
+
+    def _root_cause(self, node: int, grace: float = 1.0) -> int:
+        """Of the dead children, the one to blame: ``node``, unless it ended cleanly (exit code 0,
+        as a survivor does after reporting that it lost a peer) while another was killed or
+        failed; then that one (waiting up to ``grace`` s for its exit to show)."""
+        self.procs[node].join(0.5)
+        if self.procs[node].exitcode != 0:
+            return node
+        deadline = time.monotonic() + grace
+        while True:
+            failed = [n for n, p in self.procs.items()
+                      if n != node and p.exitcode not in (None, 0)]
+            if failed or time.monotonic() >= deadline:
+                return failed[0] if failed else node
+            others = [p.sentinel for n, p in self.procs.items() if n != node and p.is_alive()]
+            mp_connection.wait(others, timeout=max(0.0, deadline - time.monotonic()))
 
     def alive(self) -> list[int]:
         return [n for n, p in self.procs.items() if p.is_alive()]

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -14,13 +15,15 @@ import pytest
 from simcluster import (Crash, FaultPlan, LinkModel, Ping, Pong, ProcessGroup, RecvTimeout,
                         RemoteError, Role, Tensor, WorkerDied)
 from simcluster import demo_roles
-from simcluster.transport import SHM_DIR, SHM_PREFIX
+from simcluster.shm import segment_prefix
+from simcluster.transport import SHM_DIR
 
 METHODS = ["forkserver", "spawn"]
 
 
-def _our_segments():
-    return {n for n in os.listdir(SHM_DIR) if n.startswith(SHM_PREFIX)}
+def _segments_of(run_ids):
+    prefixes = tuple(segment_prefix(r) for r in run_ids)
+    return {n for n in os.listdir(SHM_DIR) if prefixes and n.startswith(prefixes)}
 
 
 def _gone(pid):
@@ -32,12 +35,22 @@ def _gone(pid):
 
 
 @pytest.fixture
-def no_leaks():
-    """Fails the test if it leaves shared-memory segments or live child processes behind."""
-    before = _our_segments()
+def no_leaks(monkeypatch):
+    """Fails the test if it leaves shared-memory segments or live child processes behind.
+
+    Only the segments of the groups this test made count (their run ids), so a test run beside
+    another simcluster run on the same machine is not blamed for that run's segments."""
+    run_ids, init = [], ProcessGroup.__init__
+
+    def tracking_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        run_ids.append(self.run_id)
+
+    monkeypatch.setattr(ProcessGroup, "__init__", tracking_init)
     pids = []
     yield pids
-    assert _our_segments() - before == set()
+    assert run_ids, "the test made no ProcessGroup: the leak check would check nothing"
+    assert _segments_of(run_ids) == set()
     deadline = time.monotonic() + 5
     while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -95,6 +108,19 @@ def test_killed_child_is_detected_named_and_nothing_leaks(no_leaks):
             time.sleep(0.3)  # 1 MB arrays are flowing both ways through shared memory
             os.kill(g.ready[2].pid, signal.SIGKILL)
             g.recv(30)  # would raise RecvTimeout if the death went unnoticed
+
+
+def test_a_killed_child_is_blamed_before_one_that_ended_cleanly(no_leaks):
+    # the quitter exits cleanly (code 0) right after Start; the sleeper is killed 0.2 s later:
+    # the killed one is the root cause, whichever death the parent notices first
+    roles = [Role("quitter", 0, demo_roles.quitter), Role("sleeper", 0, demo_roles.sleeper, (60,))]
+    with pytest.raises(WorkerDied, match=r"sleeper 0 \(node 2, pid \d+\) was killed by SIGKILL "
+                                         r"\(exit code -9\); then quitter 0"):
+        with ProcessGroup(roles) as g:
+            no_leaks.extend(r.pid for r in g.ready.values())
+            g.procs[1].join(10)  # the quitter is gone
+            threading.Timer(0.2, os.kill, (g.ready[2].pid, signal.SIGKILL)).start()
+            g.recv(30, where=lambda env: False)  # nothing but a death ends this wait
 
 
 @pytest.mark.parametrize("crash, delivered, segments", [
@@ -234,4 +260,4 @@ def test_children_of_a_killed_parent_exit_on_their_own():
         time.sleep(0.05)
     assert [p for p in pids if not _gone(int(p))] == []
     assert not os.path.exists(rundir)  # the last child out cleaned up for its parent
-    assert [n for n in os.listdir(SHM_DIR) if n.startswith(f"{SHM_PREFIX}{run_id}")] == []
+    assert _segments_of([run_id]) == set()

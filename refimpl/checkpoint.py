@@ -80,6 +80,13 @@ def save_checkpoint(path, *, config: ModelConfig, step: int, params: dict, opt_s
     arrays["__format__"] = np.array(FORMAT)
     arrays["__sha256__"] = np.array(checksum(arrays))
     path.parent.mkdir(parents=True, exist_ok=True)
+    return write_npz_atomically(path, arrays)
+
+
+def write_npz_atomically(path: Path, arrays: dict) -> Path:
+    """Write ``arrays`` to ``path`` (.npz) so that a crash leaves the old file or the new one,
+    never half of one: a temporary file beside it, fsync, rename over it, fsync the directory."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

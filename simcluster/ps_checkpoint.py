@@ -31,14 +31,13 @@ import json
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from refimpl.checkpoint import checksum
+from refimpl.checkpoint import checksum, write_npz_atomically
 
 from .ps import ShardSpec, ShardState
 from .ps_messages import Ack, Push
@@ -115,18 +114,7 @@ class ShardStore:
         and remove checkpoints (and their logs) beyond the newest ``keep``."""
         arrays = _state_arrays(state, self.n)
         arrays["__sha256__"] = np.array(checksum(arrays))
-        path = self._ckpt(self.n)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".ckpt.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        path = write_npz_atomically(self._ckpt(self.n), arrays)
         self._open_log(self.n)
         for old in self.checkpoints()[:-self.keep]:
             self._ckpt(old).unlink(missing_ok=True)

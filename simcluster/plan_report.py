@@ -138,10 +138,7 @@ def draw_tiling(plan: PartitionPlan, path, image=None, tile: int | None = None) 
     """Draw the region grid over ``image`` (H, W[, 3] array; grey if None) as a PNG, and for one
     ``tile`` (default: the middle one) its region and, per stage, the image pixels its filter
     inputs cover (the footprint of its forward halo)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: drawing leaves the caller's backend alone
     from matplotlib.patches import Rectangle
 
     import numpy as np
@@ -150,7 +147,8 @@ def draw_tiling(plan: PartitionPlan, path, image=None, tile: int | None = None) 
     t = plan.n_partitions // 2 if tile is None else tile
     if not (isinstance(t, int) and 0 <= t < plan.n_partitions):
         raise ValueError(f"tile must be a partition number in [0, {plan.n_partitions}), got {tile!r}")
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig = Figure(figsize=(6, 6))
+    ax = fig.subplots()
     ax.imshow(np.full((H, W), 0.85) if image is None else image, cmap="gray", vmin=0, vmax=1,
               extent=(0, W, H, 0))
     for reg in plan.regions:
@@ -170,7 +168,6 @@ def draw_tiling(plan: PartitionPlan, path, image=None, tile: int | None = None) 
     ax.set_title(f"{plan.grid[0]}x{plan.grid[1]} partitions over {H}x{W} pixels")
     ax.legend(loc="lower right", fontsize=7)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def footprint(plan: PartitionPlan, s: int, cells: Rect) -> tuple:

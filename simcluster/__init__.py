@@ -58,6 +58,8 @@ The foundations every role runs on (issue 6, part 1):
 - :mod:`simcluster.logs`      every process's log records reach the parent's log
 - :mod:`simcluster.trace`     Chrome trace-event export (one track per process)
 - :mod:`simcluster.demo_roles` small role functions for tests and benchmarks
+- :mod:`simcluster.ray_backend` the same roles as Ray actors (``backend="ray"``): a RayGroup and
+  its transport (object store for bulk arrays, the same fault plan); imports Ray only when used
 
 Importing any simcluster module imports this package, hence the partition workers and refimpl:
 the forkserver preloads ``simcluster.group``, so 169 partitions share one import of them

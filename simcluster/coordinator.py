@@ -45,6 +45,7 @@ from refimpl.config import ModelConfig
 
 from .faults import FaultPlan
 from .group import ProcessGroup, RemoteError, Role, WorkerDied
+from .ray_backend import make_group
 from .partition import SetWeights, StepInput, StepResult, partition_main
 from .tiled import StepOutput, assemble, plan_for, split_input, split_params
 from .transport import DEFAULT_SHM_THRESHOLD, RecvTimeout
@@ -89,12 +90,16 @@ class Coordinator:
             "strict" (the CuPy stand-in, for tests).
         gpus: with device="cuda", the physical GPU ids to deal the partitions over ("0,1" or a
             list; default: every visible device).
+        backend: "process" (default: one OS process per partition) or "ray" (one Ray actor per
+            partition, :mod:`simcluster.ray_backend`); ``address`` is the Ray cluster to join
+            ("auto"), None for a local Ray.
     """
 
     def __init__(self, cfg: ModelConfig, grid, *, start_method: str = "forkserver",
                  faults: FaultPlan | None = None, trace: bool = True, timeout: float = 60.0,
                  log_level: int = logging.WARNING, shm_threshold: int = DEFAULT_SHM_THRESHOLD,
-                 device: str = "cpu", gpus=None):
+                 device: str = "cpu", gpus=None, backend: str = "process",
+                 address: str | None = None):
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"cfg must be a refimpl ModelConfig, got {type(cfg).__name__}")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
@@ -107,9 +112,9 @@ class Coordinator:
         roles = [Role("partition", t, partition_main,
                       (cfg, self.plan.grid, self.timeout, 3600.0, device, pins[t]))
                  for t in range(self.plan.n_partitions)]
-        self.group = ProcessGroup(roles, start_method=start_method, faults=faults, trace=trace,
-                                  log_level=log_level, ready_timeout=max(60.0, self.timeout),
-                                  shm_threshold=shm_threshold)
+        self.group = make_group(backend, roles, address=address, start_method=start_method,
+                                faults=faults, trace=trace, log_level=log_level,
+                                ready_timeout=max(60.0, self.timeout), shm_threshold=shm_threshold)
         self.k = 0
         self.has_params = False
         self.startup_s: float | None = None

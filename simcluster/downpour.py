@@ -86,6 +86,7 @@ from .ps import MODES, ShardSpec, shard_main, shard_ranges
 from .ps_messages import (Commit, Committed, Done, Grant, Hello, Progress, Resume, ShardReport,
                           Snapshot)
 from .replica import ReplicaSpec, replica_main
+from .ray_backend import make_group
 from .schedule import Scheduler
 from .transport import PeerDied, PeerUnreachable, RecvTimeout, sweep
 
@@ -447,8 +448,12 @@ class _Driver:
 def run_downpour(cfg: ModelConfig, frames: np.ndarray, dcfg: DownpourConfig, *,
                  faults: FaultPlan | None = None, out_dir: str | Path | None = None,
                  on_progress: Callable | None = None, eval_frames: int = 0,
-                 trace: bool = False) -> DownpourResult:
+                 trace: bool = False, backend: str = "process",
+                 address: str | None = None) -> DownpourResult:
     """Train ``cfg`` on ``frames`` (N, C, H, W) with Downpour SGD (module docstring).
+
+    ``backend="ray"`` runs the same roles as Ray actors (:mod:`simcluster.ray_backend`; Ray
+    restarts a dead actor up to ``max_restarts`` times), on the Ray cluster at ``address``.
 
     With ``out_dir``: metrics.jsonl (one line per replica step) and trace.json (Chrome trace,
     if ``trace``) go there. ``on_progress(progress, t)`` is called for every Progress message.
@@ -468,7 +473,7 @@ def run_downpour(cfg: ModelConfig, frames: np.ndarray, dcfg: DownpourConfig, *,
     out = Path(out_dir) if out_dir is not None else None
     store, store_tmp = None, None
     if dcfg.shard_checkpoints:  # each shard logs and checkpoints itself here (a fresh run: empty)
-        store = str(out / "shards") if out is not None else (store_tmp := tempfile.mkdtemp(prefix="shards-"))
+        store = str((out / "shards").resolve()) if out is not None else (store_tmp := tempfile.mkdtemp(prefix="shards-"))
         if store_tmp is None:
             shutil.rmtree(store, ignore_errors=True)
     # on a GPU run the shards are pinned to the host too (CUDA_VISIBLE_DEVICES=""): no GPU for them
@@ -503,7 +508,8 @@ def run_downpour(cfg: ModelConfig, frames: np.ndarray, dcfg: DownpourConfig, *,
         if on_progress is not None:
             on_progress(p, line["t"])
 
-    group = ProcessGroup(roles, start_method=dcfg.start_method, faults=faults, trace=trace)
+    group = make_group(backend, roles, address=address, max_restarts=dcfg.max_restarts,
+                       start_method=dcfg.start_method, faults=faults, trace=trace)
     drv = None
     try:
         group.start()

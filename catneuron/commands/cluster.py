@@ -73,6 +73,17 @@ def _common(p, default_config: str, default_grid: str) -> None:
     p.add_argument("--gpus", default=None, metavar="0,1,...",
                    help="with --device cuda: the GPUs to deal the partitions over, round robin "
                    "(default: every visible one)")
+    add_backend_flags(p, "partitions")
+
+
+def add_backend_flags(p, what: str) -> None:
+    """--backend and --address (shared with 'cluster train')."""
+    p.add_argument("--backend", choices=["process", "ray"], default="process",
+                   help=f"run the {what} as OS processes on this machine (default) or as Ray "
+                   "actors (needs the 'ray' extra)")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="with --backend ray: the Ray cluster to join (auto: the one `ray start` "
+                   "made); default: start a local Ray")
 
 
 def _setup(args):
@@ -96,7 +107,8 @@ def _coordinator(args, cfg, trace: bool):
     from simcluster.coordinator import Coordinator
 
     return Coordinator(cfg, args.grid, start_method=args.start_method, trace=trace,
-                       timeout=args.timeout, device=resolve_device(args.device), gpus=args.gpus)
+                       timeout=args.timeout, device=resolve_device(args.device), gpus=args.gpus,
+                       backend=args.backend, address=args.address)
 
 
 def _mib(kib: float) -> str:
@@ -112,8 +124,9 @@ def run_step(args) -> int:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     cfg, params, x = _setup(args)
     c = _coordinator(args, cfg, trace=bool(args.trace))
+    kind = f"processes ({args.start_method}" if args.backend == "process" else "actors (Ray"
     print(f"config {cfg.name} ({cfg.dtype}), minibatch {x.shape[0]}, grid {c.plan.grid[0]}x"
-          f"{c.plan.grid[1]} = {c.plan.n_partitions} partition processes ({args.start_method}, "
+          f"{c.plan.grid[1]} = {c.plan.n_partitions} partition {kind}, "
           f"device {c.device})")
     try:
         with c:

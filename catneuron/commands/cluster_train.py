@@ -69,6 +69,9 @@ def register_cluster(csub) -> None:
     p.add_argument("--gpus", default=None, metavar="0,1,...",
                    help="with --device cuda: the GPUs to deal the replicas over, round robin "
                    "(default: every visible one); shards stay on the host")
+    from .cluster import add_backend_flags
+
+    add_backend_flags(p, "replicas and shards")
     p.add_argument("--out", default=None, help="output directory (default: runs/cluster-<config>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -152,7 +155,8 @@ def run(args) -> int:
     display = _Display(args.replicas * steps, not args.no_progress)
     try:
         result = run_downpour(cfg, frames, dcfg, faults=plan, out_dir=out, on_progress=display,
-                              eval_frames=min(64, frames.shape[0]), trace=True)
+                              eval_frames=min(64, frames.shape[0]), trace=True,
+                              backend=args.backend, address=args.address)
     except DownpourError as err:
         display.close()
         print(f"catneuron cluster train: the run stopped: {err}", file=sys.stderr)

@@ -240,7 +240,6 @@ def control_world(cfg, mode: Mode) -> World:
 
 def extra_sets(cfg, mode: Mode, *, cache_dir=None) -> dict[str, tuple[Labelled, Labelled] | str]:
     """Cats (and bodies when the video is installed): (val, test), or why they were not run."""
-    from refimpl.data import load
     from refimpl.data.sources import get_source
 
     out = {}

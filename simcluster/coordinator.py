@@ -44,7 +44,7 @@ from refimpl.backend import to_numpy
 from refimpl.config import ModelConfig
 
 from .faults import FaultPlan
-from .group import ProcessGroup, RemoteError, Role, WorkerDied
+from .group import RemoteError, Role, WorkerDied
 from .ray_backend import make_group
 from .partition import SetWeights, StepInput, StepResult, partition_main
 from .tiled import StepOutput, assemble, plan_for, split_input, split_params

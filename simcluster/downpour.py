@@ -192,7 +192,7 @@ class DownpourResult:
         retries = sum(last["retries"] for last in _last_progress(self.history).values())
         t = self.transport
         lines = [f"{len(self.versions)} shards at versions {self.versions} after {self.seconds:.1f} s",
-                 f"pushes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+                 "pushes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
                  f"staleness of applied updates: {self.staleness_histogram()}",
                  f"network: {t.get('sent', 0)} messages, {t.get('dropped', 0)} dropped, "
                  f"{t.get('duplicated', 0)} duplicated, {t.get('poisoned', 0)} poisoned; "

@@ -173,11 +173,11 @@ def _roles_of(monkeypatch, dcfg):
     """The roles run_downpour would start for ``dcfg`` (the process group is replaced)."""
     roles = []
 
-    def group(r, **kw):
+    def group(backend, r, **kw):
         roles.extend(r)
         raise _Started
 
-    monkeypatch.setattr(downpour, "ProcessGroup", group)
+    monkeypatch.setattr(downpour, "make_group", group)
     with pytest.raises(_Started):
         run_downpour(tiny(), frames(tiny(), n=6), dcfg)
     return roles
@@ -208,7 +208,7 @@ def test_off_cuda_nothing_is_pinned(monkeypatch):
 def test_cuda_without_a_gpu_fails_before_any_process_starts(monkeypatch):
     if cuda_available():
         pytest.skip("this machine has a CUDA device")
-    monkeypatch.setattr(downpour, "ProcessGroup", lambda *a, **k: pytest.fail("a process started"))
+    monkeypatch.setattr(downpour, "make_group", lambda *a, **k: pytest.fail("a process started"))
     with pytest.raises(DeviceUnavailable, match="device 'cuda' was asked for") as err:
         run_downpour(tiny(), frames(tiny(), n=6), DownpourConfig(replicas=2, shards=1, device="cuda"))
     assert "\n" not in str(err.value)

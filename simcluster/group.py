@@ -119,12 +119,15 @@ class _Boot:
 
 
 class Context:
-    """What a role function gets: its identity, the transport, a tracer and a logger."""
+    """What a role function gets: its identity, the transport, a tracer and a logger.
 
-    def __init__(self, boot: _Boot, transport: Transport, tracer: Tracer):
-        self.node = boot.node
-        self.role, self.rank = boot.roster[boot.node]
-        self.roster = boot.roster
+    ``transport`` is anything with :class:`~simcluster.transport.Transport`'s ``send``, ``recv``
+    and ``step`` (the Ray backend passes its own), so role functions run unchanged on either."""
+
+    def __init__(self, node: int, roster: dict, transport: Transport, tracer: Tracer):
+        self.node = node
+        self.role, self.rank = roster[node]
+        self.roster = roster
         self.transport = transport
         self.tracer = tracer
         self.log = logging.getLogger(f"simcluster.{self.role}")
@@ -162,7 +165,7 @@ def _child_main(boot: _Boot) -> None:
     transport = Transport(boot.node, boot.rundir, boot.run_id,
                           describe=lambda n: describe(boot.roster, n), faults=boot.faults,
                           tracer=tracer, shm_threshold=boot.shm_threshold)
-    ctx = Context(boot, transport, tracer)
+    ctx = Context(boot.node, boot.roster, transport, tracer)
     parent = multiprocessing.parent_process()
     if parent is not None:  # an orphan leaves at once (its next recv raises) instead of lingering
         transport.watch(parent.sentinel, 0, lambda _: "the coordinator (node 0) died")

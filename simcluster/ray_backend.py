@@ -16,9 +16,9 @@
        into Ray's object store, their references travel instead (zero-copy read-only views)
 
 What stays the same as :class:`~simcluster.group.ProcessGroup`: the roles (``partition_main``,
-``shard_main``, ``replica_main``, ... are called as ``fn(ctx, *args)`` with a :class:`RayContext`,
-which has every method of :class:`~simcluster.group.Context`), the messages, the fault plan and
-the shard checkpoints. What differs is the transport, :class:`RayTransport`:
+``shard_main``, ``replica_main``, ... are called as ``fn(ctx, *args)`` with the same
+:class:`~simcluster.group.Context`, holding a :class:`RayTransport`), the messages, the fault plan
+and the shard checkpoints. What differs is the transport, :class:`RayTransport`:
 
 - **Inboxes.** Each actor is threaded: one thread runs the role function (``run``), the others
   take deliveries (``deliver``, a queue put). Node 0, the driver, is not an actor, so its inbox is
@@ -57,7 +57,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .faults import FaultPlan, LinkState
-from .group import ProcessGroup, RemoteError, Role, WorkerDied, describe
+from .group import Context, ProcessGroup, RemoteError, Role, WorkerDied, describe
 from .messages import Bye, Envelope, Error, Ready, Stop, is_system
 from .trace import Tracer, chrome_trace, write_chrome_trace
 from .transport import (DEFAULT_SHM_THRESHOLD, PeerDied, PeerUnreachable, RecvTimeout,
@@ -318,36 +318,6 @@ class RayTransport:
 # ---------------------------------------------------------------------------------------------
 
 
-class RayContext:
-    """What a role function gets on Ray: the methods of :class:`simcluster.group.Context`."""
-
-    def __init__(self, node: int, roster: dict, transport: RayTransport, tracer: Tracer):
-        self.node = node
-        self.role, self.rank = roster[node]
-        self.roster = roster
-        self.transport = transport
-        self.tracer = tracer
-        self.log = logging.getLogger(f"simcluster.{self.role}")
-
-    def node_of(self, role: str, rank: int) -> int:
-        for node, rr in self.roster.items():
-            if rr == (role, rank):
-                return node
-        raise ValueError(f"no {role} {rank} in this group")
-
-    def send(self, dst: int, msg: Any) -> None:
-        self.transport.send(dst, msg)
-
-    def recv(self, timeout: float = 60.0, where: Callable[[Envelope], bool] | None = None) -> Envelope:
-        return self.transport.recv(timeout, where)
-
-    def span(self, name: str, **args):
-        return self.tracer.span(name, **args)
-
-    def step(self, k: int) -> None:
-        self.transport.step(k)
-
-
 def _queue_pull(inbox: queue.SimpleQueue):
     def pull(wait: float) -> list:
         out = []
@@ -390,7 +360,7 @@ class _NodeActor:
         transport = RayTransport(self.node, peers, _queue_pull(self.inbox),
                                  describe=lambda n: describe(self.roster, n), faults=faults,
                                  tracer=tracer, shm_threshold=self.shm_threshold)
-        ctx = RayContext(self.node, self.roster, transport, tracer)
+        ctx = Context(self.node, self.roster, transport, tracer)
         try:
             self.fn(ctx, *args)
         except BaseException as exc:  # noqa: BLE001 - every failure travels back as data

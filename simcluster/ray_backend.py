@@ -451,17 +451,11 @@ class RayGroup:
         self.startup_s: float | None = None
         self.t0_ns = time.monotonic_ns()
 
+    # the same lookups and context-manager protocol as ProcessGroup (start/close differ)
     node_of = ProcessGroup.node_of
-
-    def describe(self, node: int) -> str:
-        return describe(self.roster, node)
-
-    def __enter__(self) -> "RayGroup":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close(graceful=exc[0] is None)
+    describe = ProcessGroup.describe
+    __enter__ = ProcessGroup.__enter__
+    __exit__ = ProcessGroup.__exit__
 
     # -- life cycle ---------------------------------------------------------------------------
 

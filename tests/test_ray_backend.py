@@ -2,10 +2,8 @@
 actors give the same numbers as refimpl and as the process backend. Skipped without Ray."""
 
 import dataclasses
-import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -20,24 +18,12 @@ from simcluster.coordinator import Coordinator, StepFailed  # noqa: E402
 from simcluster.downpour import DownpourConfig, params_sha256, run_downpour  # noqa: E402
 from simcluster.faults import Crash, FaultPlan, LinkModel  # noqa: E402
 from simcluster.tiled import plan_for, tiled_step  # noqa: E402
+from helpers import deadline  # noqa: E402
 
 FAST = dict(retry_timeout=0.1, max_retries=50)
 TOL = 1e-10
 
 
-@contextmanager
-def deadline(seconds):
-    """Fail (never hang) if the block takes longer than ``seconds``."""
-    def expired(*_):
-        raise TimeoutError(f"test took more than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,11 +3,10 @@ deterministic replay, and the faults the cluster survives (issue 7)."""
 
 import dataclasses
 import json
-import signal
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from helpers import deadline
 
 from refimpl.config import load_config
 from refimpl.model import flatten
@@ -21,19 +20,6 @@ from simcluster.ps_messages import (APPLIED, BUFFERED, DUPLICATE, NONFINITE, QUA
 FAST = dict(retry_timeout=0.1, max_retries=50)
 
 
-@contextmanager
-def deadline(seconds):
-    """Fail (never hang) if the block takes longer than ``seconds``."""
-    def expired(*_):
-        raise TimeoutError(f"test took more than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def tiny(**train):

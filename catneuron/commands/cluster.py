@@ -67,13 +67,18 @@ def _common(p, default_config: str, default_grid: str) -> None:
     p.add_argument("--start-method", choices=["forkserver", "spawn"], default="forkserver")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds one step may take before it fails (default: 300)")
+    add_device_flags(p, "partitions")
+    add_backend_flags(p, "partitions")
+
+
+def add_device_flags(p, what: str, gpus_note: str = "") -> None:
+    """--device and --gpus (shared with 'cluster train')."""
     p.add_argument("--device", default=None, metavar="{cpu,cuda,strict}",
-                   help="what the partitions compute on (default: CATNEURON_DEVICE, else cpu; "
+                   help=f"what the {what} compute on (default: CATNEURON_DEVICE, else cpu; "
                    "strict is the CuPy stand-in for tests)")
     p.add_argument("--gpus", default=None, metavar="0,1,...",
-                   help="with --device cuda: the GPUs to deal the partitions over, round robin "
-                   "(default: every visible one)")
-    add_backend_flags(p, "partitions")
+                   help=f"with --device cuda: the GPUs to deal the {what} over, round robin "
+                   f"(default: every visible one){gpus_note}")
 
 
 def add_backend_flags(p, what: str) -> None:

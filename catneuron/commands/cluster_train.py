@@ -63,14 +63,9 @@ def register_cluster(csub) -> None:
                    help="seconds between a death and its restart")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                    help="shards log every push and checkpoint every K (default with --restarts: 20)")
-    p.add_argument("--device", default=None, metavar="{cpu,cuda,strict}",
-                   help="what the replicas compute on (default: CATNEURON_DEVICE, else cpu; "
-                   "strict is the CuPy stand-in for tests)")
-    p.add_argument("--gpus", default=None, metavar="0,1,...",
-                   help="with --device cuda: the GPUs to deal the replicas over, round robin "
-                   "(default: every visible one); shards stay on the host")
-    from .cluster import add_backend_flags
+    from .cluster import add_backend_flags, add_device_flags
 
+    add_device_flags(p, "replicas", "; shards stay on the host")
     add_backend_flags(p, "replicas and shards")
     p.add_argument("--out", default=None, help="output directory (default: runs/cluster-<config>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

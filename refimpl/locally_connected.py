@@ -2,22 +2,26 @@
 
 A locally connected layer is a convolution without weight sharing: every output location
 ``(oy, ox)`` has its own ``K x (C*R*R)`` weight matrix ``W[oy, ox]``. Each kernel below is one
-small matrix product per location:
+small matrix product per location (batched over a column of locations):
 
     lc_apply       f[:, oy, ox]   = W[oy, ox] @ patch(x, oy, ox)          (encoder forward)
     lc_transpose   x[patch(oy,ox)] += W[oy, ox]^T @ f[:, oy, ox]          (its adjoint: decoder)
     lc_weight_grad dW[oy, ox]     = df[:, oy, ox] @ patch(x, oy, ox)^T    (either weight grad)
 
 Internal layout. The public layout is ``(B, C, H, W)``. Inside the kernels an image is
-``(H, C, W, B)``: batch innermost (cuda-convnet's layout), so the batch is the wide dimension of
-every product, ``(K, C*R*R) @ (C*R*R, B)``. The work goes one column of locations at a time:
-the column's strip of input, ``x[:, :, ox*S : ox*S + R, :]``, is copied once into a contiguous
-``(H, C, R, B)`` array, and then the patch of every location ``(oy, ox)`` of that column is the
-contiguous slice ``strip[oy*S : oy*S + R]``, read as a ``(R*C*R, B)`` matrix with no further
-copy. Its rows are in ``(u, c, v)`` order (field row, channel, field column), so each weight
-matrix is read in the same order, ``W[oy, ox]`` ``(K, C, R, R)`` -> ``(K, R, C, R)`` (a copy of
-one location's weights, much smaller than its patch). The adjoint gathers nothing: it adds each
-location's ``(C*R*R, B)`` product into a ``(C, H, R, B)`` strip and keeps W's own order.
+``(C, H, W, B)`` and a map ``(K, OH, OW, B)``: batch innermost (cuda-convnet's layout), so the
+batch is the wide dimension of every product, ``(K, C*R*R) @ (C*R*R, B)``. The work goes one
+column of locations at a time. The column's strip of input, ``x[:, :, ox*S : ox*S + R]``, is
+copied once into a contiguous ``(H, C, R, B)`` array; the patch of location ``(oy, ox)`` is then
+the contiguous slice ``strip[oy*S : oy*S + R]``, an ``(R*C*R, B)`` matrix, and the patches of the
+whole column are one strided view ``(OH, R*C*R, B)`` (``as_strided``: no copy, overlapping at
+stride 1), so the column is a single batched ``matmul``. A patch's rows are in ``(u, c, v)`` order
+(field row, channel, field column), so the column's weights are copied into the same order,
+``(OH, K, C, R, R)`` -> ``(OH, K, R, C, R)`` (much smaller than its patches). The adjoint gathers
+nothing: it reads W in its own order, as a view, and adds each location's ``(C*R*R, B)`` product
+into a ``(C, H, R, B)`` strip, a few locations at a time so the products are still in cache.
+Moving between the public and internal layouts is a transpose of the ``(B, N)`` matrix of
+flattened images, copied in tiles.
 
 Threads. Columns are independent, so they are split across a small pool of threads (NumPy
 releases the GIL inside copies and matrix products), with the BLAS library held to one thread
@@ -104,44 +108,104 @@ def _for_each_column(n_cols: int, column_fn) -> None:
         pass
 
 
-def _internal(a):
-    """(B, C, H, W) -> contiguous (H, C, W, B), the kernels' layout."""
+# The layout changes copy (images, values) tiles of these sizes (measured best here, 2 cores).
+_TILE_LAST = (8, 4096)  # (B, N) -> (N, B): 8 images' rows of 16 KB
+_TILE_FIRST = (32, 512)  # (N, B) -> (B, N)
+
+
+def _batch_last(a):
+    """(B, ...) -> contiguous (..., B), the kernels' batch-innermost layout.
+
+    A transpose of the (B, N) matrix of flattened images, copied one tile at a time: a plain
+    transposed copy strides through all of ``a`` for every output row and ran up to 2-5x slower
+    here (the layout changes are a large share of the small cases; see benchmarks/sublayers.py).
+    """
     xp = get_xp(a)
-    return xp.ascontiguousarray(a.transpose(2, 1, 3, 0))  # (H, C, W, B)
+    B = a.shape[0]
+    a2 = a.reshape(B, -1)  # (B, N)
+    out = xp.empty((a2.shape[1], B), dtype=a.dtype)  # (N, B)
+    tb, tn = _TILE_LAST
+    for n0 in range(0, a2.shape[1], tn):
+        for b0 in range(0, B, tb):
+            out[n0 : n0 + tn, b0 : b0 + tb] = a2[b0 : b0 + tb, n0 : n0 + tn].T
+    return out.reshape(a.shape[1:] + (B,))  # (..., B)
+
+
+def _batch_first(at):
+    """(..., B) -> contiguous (B, ...): the inverse of :func:`_batch_last`, tiled the same way."""
+    xp = get_xp(at)
+    B = at.shape[-1]
+    a2 = at.reshape(-1, B)  # (N, B)
+    out = xp.empty((B, a2.shape[0]), dtype=at.dtype)  # (B, N)
+    tb, tn = _TILE_FIRST
+    for n0 in range(0, a2.shape[0], tn):
+        for b0 in range(0, B, tb):
+            out[b0 : b0 + tb, n0 : n0 + tn] = a2[n0 : n0 + tn, b0 : b0 + tb].T
+    return out.reshape((B,) + at.shape[:-1])  # (B, ...)
 
 
 def _column_strip(xt, ox: int, stride: int, field: int):
-    """The input seen by column ``ox`` of locations: xt (H, C, W, B) -> contiguous (H, C, R, B)."""
+    """The input seen by column ``ox`` of locations, rows first:
+    xt (C, H, W, B) -> contiguous (H, C, R, B)."""
     xp = get_xp(xt)
-    return xp.ascontiguousarray(xt[:, :, ox * stride : ox * stride + field, :])  # (H, C, R, B)
+    cols = xt[:, :, ox * stride : ox * stride + field, :]  # (C, H, R, B), a view
+    return xp.ascontiguousarray(cols.transpose(1, 0, 2, 3))  # (H, C, R, B): runs of R*B
 
 
-def _weight_ucv(W, oy: int, ox: int):
-    """W[oy, ox] with its inputs in (u, c, v) order, the order of a strip's patch: (K, R*C*R)."""
+def _column_patches(strip, n_rows: int, stride: int):
+    """Every location's patch of one column, as a stack of matrices with no copy.
+
+    strip (H, C, R, B), contiguous -> a strided view (OH, R*C*R, B) whose slice ``oy`` is
+    ``strip[oy*S : oy*S + R]`` read as a matrix: rows in (u, c, v) order, one row per B-run.
+    Consecutive patches start S strip rows apart, so at stride 1 they overlap (a view can do
+    that; a copy would be R times the strip).
+    """
+    xp = get_xp(strip)
+    H, C, R, B = strip.shape
+    s_row, _, s_v, s_b = strip.strides  # bytes
+    return xp.lib.stride_tricks.as_strided(
+        strip, shape=(n_rows, R * C * R, B), strides=(stride * s_row, s_v, s_b)
+    )  # (OH, u*c*v, B), only read
+
+
+def _column_maps(ft, ox: int, axes):
+    """Column ``ox`` of maps in the kernels' layout, as a small contiguous copy: ft (K, OH, OW, B)
+    -> ``ft[:, :, ox]`` (K, OH, B) with its axes permuted. A strided operand (K rows a whole
+    plane apart) made the products up to 1.6x slower here than this copy costs."""
+    xp = get_xp(ft)
+    return xp.ascontiguousarray(ft[:, :, ox].transpose(axes))
+
+
+def _weight_ucv(W, ox: int):
+    """Column ``ox`` of W with each location's inputs in (u, c, v) order, the order of a
+    patch: W (OH, OW, K, C, R, R) -> contiguous (OH, K, R*C*R)."""
     xp = get_xp(W)
-    K = W.shape[2]
-    return xp.ascontiguousarray(W[oy, ox].transpose(0, 2, 1, 3)).reshape(K, -1)  # (K, u*c*v)
+    OH, _, K = W.shape[:3]
+    return xp.ascontiguousarray(W[:, ox].transpose(0, 1, 3, 2, 4)).reshape(OH, K, -1)  # (OH, K, u*c*v)
 
 
 def lc_apply(x, W, stride: int):
     """``f[b, k, oy, ox] = sum_{c,u,v} W[oy, ox, k, c, u, v] * x[b, c, oy*S + u, ox*S + v]``.
 
     x: (B, C, H, W); W: (OH, OW, K, C, R, R) -> f: (B, K, OH, OW).
+    One batched product per column: ``f[:, :, oy, ox] = W[oy, ox] @ patch(oy, ox)`` for all oy.
     """
     xp = get_xp(x, W)
     OH, OW, K, C, R, _ = W.shape
     B, S = x.shape[0], stride
-    xt = _internal(x)  # (H, C, W, B)
-    ft = xp.empty((OW, OH, K, B), dtype=x.dtype)
+    xt = _batch_last(x)  # (C, H, W, B)
+    ft = xp.empty((K, OH, OW, B), dtype=x.dtype)
 
     def column(ox):
-        strip = _column_strip(xt, ox, S, R)  # (H, C, R, B)
-        for oy in range(OH):
-            patch = strip[oy * S : oy * S + R].reshape(R * C * R, B)  # (u*c*v, B), a view
-            ft[ox, oy] = _weight_ucv(W, oy, ox) @ patch  # (K, B)
+        patches = _column_patches(_column_strip(xt, ox, S, R), OH, S)  # (OH, u*c*v, B)
+        out = ft[:, :, ox].transpose(1, 0, 2)  # (OH, K, B), a view
+        xp.matmul(_weight_ucv(W, ox), patches, out=out)
 
     _for_each_column(OW, column)
-    return xp.ascontiguousarray(ft.transpose(3, 2, 1, 0))  # (B, K, OH, OW)
+    return _batch_first(ft)  # (B, K, OH, OW)
+
+
+_CHUNK_BYTES = 1 << 21  # the adjoint's products are made this many bytes at a time (~ an L2 cache)
 
 
 def lc_transpose(f, W, stride: int, out_hw: tuple[int, int]):
@@ -149,29 +213,37 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int]):
     ``x[b, c, oy*S + u, ox*S + v] += W[oy, ox, k, c, u, v] * f[b, k, oy, ox]``.
 
     f: (B, K, OH, OW); W: (OH, OW, K, C, R, R); out_hw = (H, W) -> x: (B, C, H, W).
-    Nothing is gathered here, so W is used in its own (c, u, v) order and the strips are
-    (C, H, R, B): a location's field ``strip[:, oy*S : oy*S + R]`` is C contiguous runs.
+    Nothing is gathered here, so W is read in its own (c, u, v) order, as a view, and the strips
+    are (C, H, R, B): a location's field ``strip[:, oy*S : oy*S + R]`` is C contiguous runs.
+    A column's products are made a few locations at a time (one batched product per chunk of
+    about ``_CHUNK_BYTES``), so each is still in cache when it is added into the strip.
     """
     xp = get_xp(f, W)
     OH, OW, K, C, R, _ = W.shape
     B, S = f.shape[0], stride
     H, Wd = out_hw
-    ft = xp.ascontiguousarray(f.transpose(3, 2, 1, 0))  # (OW, OH, K, B)
-    Wm = W.reshape(OH, OW, K, C * R * R)
+    ft = _batch_last(f)  # (K, OH, OW, B)
+    Wm = W.reshape(OH, OW, K, C * R * R)  # a view
+    chunk = max(1, _CHUNK_BYTES // (C * R * R * B * W.dtype.itemsize))
 
     def column(ox):
         """Overlap-add column ox's locations into a strip of its own."""
+        fc = _column_maps(ft, ox, (1, 0, 2))  # (OH, K, B)
         strip = xp.zeros((C, H, R, B), dtype=f.dtype)
-        for oy in range(OH):
-            contrib = Wm[oy, ox].T @ ft[ox, oy]  # (c*u*v, B)
-            strip[:, oy * S : oy * S + R] += contrib.reshape(C, R, R, B)
+        products = xp.empty((min(chunk, OH), C * R * R, B), dtype=f.dtype)
+        for o0 in range(0, OH, chunk):
+            n = min(chunk, OH - o0)
+            Wt = Wm[o0 : o0 + n, ox].transpose(0, 2, 1)  # (n, c*u*v, K), a view
+            xp.matmul(Wt, fc[o0 : o0 + n], out=products[:n])  # (n, c*u*v, B)
+            for oy in range(o0, o0 + n):
+                strip[:, oy * S : oy * S + R] += products[oy - o0].reshape(C, R, R, B)
         return strip
 
     # Neighbouring columns overlap in the image: their strips are added here, in column order.
     xt = xp.zeros((C, H, Wd, B), dtype=f.dtype)  # (C, H, W, B)
     for ox, strip in enumerate(_columns(OW, column)):
         xt[:, :, ox * S : ox * S + R, :] += strip
-    return xp.ascontiguousarray(xt.transpose(3, 0, 1, 2))  # (B, C, H, W)
+    return _batch_first(xt)  # (B, C, H, W)
 
 
 def lc_weight_grad(x, df, stride: int, field: int):
@@ -184,16 +256,14 @@ def lc_weight_grad(x, df, stride: int, field: int):
     B, C = x.shape[:2]
     _, K, OH, OW = df.shape
     R, S = field, stride
-    xt = _internal(x)  # (H, C, W, B)
-    dft = xp.ascontiguousarray(df.transpose(3, 2, 0, 1))  # (OW, OH, B, K)
+    xt = _batch_last(x)  # (C, H, W, B)
+    dft = _batch_last(df)  # (K, OH, OW, B)
     dW = xp.empty((OH, OW, K, C, R, R), dtype=x.dtype)
 
     def column(ox):
-        strip = _column_strip(xt, ox, S, R)  # (H, C, R, B)
-        for oy in range(OH):
-            patch = strip[oy * S : oy * S + R].reshape(R * C * R, B)  # (u*c*v, B), a view
-            g = patch @ dft[ox, oy]  # (u*c*v, K): dW[oy, ox]^T in (u, c, v) order
-            dW[oy, ox] = g.reshape(R, C, R, K).transpose(3, 1, 0, 2)  # (K, C, u, v)
+        patches = _column_patches(_column_strip(xt, ox, S, R), OH, S)  # (OH, u*c*v, B)
+        g = xp.matmul(patches, _column_maps(dft, ox, (1, 2, 0)))  # (OH, u*c*v, K): each dW[oy, ox]^T in (u, c, v) order
+        dW[:, ox] = g.reshape(OH, R, C, R, K).transpose(0, 4, 2, 1, 3)  # (OH, K, C, u, v)
 
     _for_each_column(OW, column)
     return dW

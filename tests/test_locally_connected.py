@@ -109,6 +109,30 @@ def test_reference_detects_a_wrong_kernel():
         assert_matches(shifted, ref_apply(x, Wt, 1), np.float64)
 
 
+# ---- the internal layout and the adjoint's chunks --------------------------------------------
+
+@pytest.mark.parametrize("shape", [(37, 3, 50, 45), (5, 2, 3, 3), (9, 8, 27, 31)])
+def test_layout_changes_are_exact_transposes_across_tiles(shape):
+    """Batch-last and back, with shapes that span several tiles in both directions and
+    tiles that the shape does not divide."""
+    a = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    at = lc._batch_last(a)
+    np.testing.assert_array_equal(at, a.transpose(1, 2, 3, 0))
+    assert at.flags.c_contiguous
+    back = lc._batch_first(at)
+    np.testing.assert_array_equal(back, a)
+    assert back.flags.c_contiguous
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 4 * 4 * 2 * 8 * 2])  # 1 and 2 locations a chunk
+def test_adjoint_in_chunks_matches_reference(monkeypatch, chunk_bytes):
+    """The adjoint makes its products a few locations at a time; a chunk that does not divide
+    the column (7 locations) must still add every location once."""
+    monkeypatch.setattr(lc, "_CHUNK_BYTES", chunk_bytes)
+    x, Wt, df = draw(np.random.default_rng(5), np.float64, 2, 3, 2, 4, 1, 10, 6)  # OH = 7
+    assert_matches(lc_transpose(df, Wt, 1, (10, 6)), ref_transpose(df, Wt, 1, (10, 6)), np.float64)
+
+
 # ---- threads ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from refimpl.memory import retain_freed_memory
+
 from . import __version__
 
 COMMANDS = [
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    retain_freed_memory()  # training reuses each step's blocks (see refimpl.memory)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -58,6 +58,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from refimpl.memory import retain_freed_memory
+
 from . import logs
 from .faults import FaultPlan
 from .messages import Bye, Envelope, Error, Ready, Start, Stop
@@ -161,6 +163,7 @@ def _child_main(boot: _Boot) -> None:
     if not inherited:  # NumPy was loaded (by a forkserver someone else started) with more threads
         from threadpoolctl import threadpool_limits
         threadpool_limits(1)
+    retain_freed_memory()  # a worker reuses each step's blocks (page faults are dear here)
     tracer = Tracer(boot.node, enabled=boot.trace)
     transport = Transport(boot.node, boot.rundir, boot.run_id,
                           describe=lambda n: describe(boot.roster, n), faults=boot.faults,

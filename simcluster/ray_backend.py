@@ -339,7 +339,10 @@ class _NodeActor:
                  shm_threshold: int):
         from threadpoolctl import threadpool_limits
 
+        from refimpl.memory import retain_freed_memory
+
         threadpool_limits(1)  # one BLAS thread per node, as in the process backend
+        retain_freed_memory()  # and each step's blocks reused, as there
         logging.getLogger("simcluster").setLevel(log_level)
         self.node, self.roster, self.fn = node, roster, fn
         self.trace, self.shm_threshold = trace, shm_threshold

@@ -88,13 +88,21 @@ def _one_blas_thread():
                 _BLAS_LIMIT = None
 
 
-def _columns(n_cols: int, column_fn):
+_MIN_THREADED_FLOPS = 4e6  # a column with less work than this runs in the caller's thread
+
+
+def _columns(n_cols: int, column_fn, column_flops: float = float("inf")):
     """Yield ``column_fn(ox)`` for ox = 0, 1, ..., in order; computed on the thread pool when
-    it helps (then a column's result waits only until the caller has used the ones before it)."""
+    it helps (then a column's result waits only until the caller has used the ones before it).
+
+    It helps when a column is worth more than handing it to a thread: below
+    ``_MIN_THREADED_FLOPS`` multiply-adds x 2 per column (the ``mini`` config's first stage has
+    1.3 MFLOP) the pool made a whole step 1.7x slower here, not faster.
+    """
     global _POOL
     n = _threads()
     with _one_blas_thread():
-        if n == 1 or n_cols < 2:
+        if n == 1 or n_cols < 2 or column_flops < _MIN_THREADED_FLOPS:
             for ox in range(n_cols):
                 yield column_fn(ox)
             return
@@ -103,8 +111,8 @@ def _columns(n_cols: int, column_fn):
         yield from _POOL.map(column_fn, range(n_cols))
 
 
-def _for_each_column(n_cols: int, column_fn) -> None:
-    for _ in _columns(n_cols, column_fn):
+def _for_each_column(n_cols: int, column_fn, column_flops: float = float("inf")) -> None:
+    for _ in _columns(n_cols, column_fn, column_flops):
         pass
 
 
@@ -201,7 +209,7 @@ def lc_apply(x, W, stride: int):
         out = ft[:, :, ox].transpose(1, 0, 2)  # (OH, K, B), a view
         xp.matmul(_weight_ucv(W, ox), patches, out=out)
 
-    _for_each_column(OW, column)
+    _for_each_column(OW, column, 2 * OH * K * C * R * R * B)
     return _batch_first(ft)  # (B, K, OH, OW)
 
 
@@ -241,7 +249,7 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int]):
 
     # Neighbouring columns overlap in the image: their strips are added here, in column order.
     xt = xp.zeros((C, H, Wd, B), dtype=f.dtype)  # (C, H, W, B)
-    for ox, strip in enumerate(_columns(OW, column)):
+    for ox, strip in enumerate(_columns(OW, column, 2 * OH * K * C * R * R * B)):
         xt[:, :, ox * S : ox * S + R, :] += strip
     return _batch_first(xt)  # (B, C, H, W)
 
@@ -265,5 +273,5 @@ def lc_weight_grad(x, df, stride: int, field: int):
         g = xp.matmul(patches, _column_maps(dft, ox, (1, 2, 0)))  # (OH, u*c*v, K): each dW[oy, ox]^T in (u, c, v) order
         dW[:, ox] = g.reshape(OH, R, C, R, K).transpose(0, 4, 2, 1, 3)  # (OH, K, C, u, v)
 
-    _for_each_column(OW, column)
+    _for_each_column(OW, column, 2 * OH * K * C * R * R * B)
     return dW

@@ -138,6 +138,7 @@ def test_adjoint_in_chunks_matches_reference(monkeypatch, chunk_bytes):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("S", [1, 3])
 def test_thread_count_gives_bit_identical_results(monkeypatch, dtype, S):
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)  # these small columns go to the pool too
     x, Wt, df = draw(np.random.default_rng(2), dtype, 5, 3, 4, 6, S, 27, 31)
     results = {}
     for threads in ("1", "2", "3"):
@@ -148,6 +149,25 @@ def test_thread_count_gives_bit_identical_results(monkeypatch, dtype, S):
     for threads in ("2", "3"):
         for got, want in zip(results[threads], results["1"]):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("min_flops, pooled", [(0, True), (float("inf"), False)])
+def test_columns_go_to_the_pool_only_when_worth_it(monkeypatch, min_flops, pooled):
+    import threading
+
+    monkeypatch.setenv("CATNEURON_THREADS", "2")
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", min_flops)
+    x, Wt, _ = draw(np.random.default_rng(6), np.float64, 2, 2, 3, 4, 1, 9, 9)
+    where = set()
+    real_weight = lc._weight_ucv
+
+    def spy(*args):
+        where.add(threading.current_thread() is threading.main_thread())
+        return real_weight(*args)
+
+    monkeypatch.setattr(lc, "_weight_ucv", spy)
+    lc_apply(x, Wt, 1)
+    assert where == ({False} if pooled else {True})
 
 
 def blas_threads():
@@ -164,6 +184,7 @@ def test_blas_threads_are_limited_inside_and_restored_after(monkeypatch):
     from threadpoolctl import threadpool_limits
 
     monkeypatch.setenv("CATNEURON_THREADS", "2")
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
     x, Wt, df = draw(np.random.default_rng(3), np.float64, 2, 2, 3, 4, 1, 9, 9)
     seen = []
     real_weight = lc._weight_ucv

@@ -173,6 +173,8 @@ class Transport:
         self.stats = {"sent": 0, "received": 0, "bytes_sent": 0, "bytes_shm": 0, "dropped": 0,
                       "duplicated": 0, "recv_wait_s": 0.0}
         self.pool = SegmentPool(run_id, node)  # bulk arrays out
+        self._buf = io.BytesIO()  # each message is framed here, then copied out (getvalue)
+        self._pickler = _Pickler(self._buf, self, -1)
         self.maps = SegmentMaps()  # bulk arrays in
         self._work_sent = 0  # work messages sent (what Crash.after_sends counts)
         self._out: dict[int, _Outgoing] = {}
@@ -230,10 +232,15 @@ class Transport:
             return
         # on the wire: the Envelope's fields packed by struct, then the message pickled with its
         # arrays as raw bytes or shared-memory references (_Pickler)
-        buf = io.BytesIO()
+        buf, pickler = self._buf, self._pickler  # reused: one of each per transport
+        buf.seek(0)
+        buf.truncate()
         buf.write(_META.pack(self.node, dst, out.seq, t0, deliver_at, copies))
-        pickler = _Pickler(buf, self, dst)
-        pickler.dump(msg)
+        pickler.dst, pickler.shm_bytes = dst, 0
+        try:
+            pickler.dump(msg)
+        finally:
+            pickler.clear_memo()
         data = buf.getvalue()
         shm_bytes = pickler.shm_bytes
         nbytes = len(data) + shm_bytes

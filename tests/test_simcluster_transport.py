@@ -63,6 +63,22 @@ def test_arrays_small_and_large_arrive_intact_and_segments_are_unlinked(pair):
     assert len(_segments(a.run_id)) == 1  # one pooled slot, kept for reuse
 
 
+def test_a_message_that_fails_to_pickle_leaves_the_next_one_intact(pair):
+    """Each transport reuses one pickler and one buffer: a failed send must not leak its
+    half-written frame or its memo into the next message."""
+    a, b = pair()
+    shared = np.arange(6.0)
+    with pytest.raises(Exception):
+        a.send(1, Tensor("bad", 1, [shared, lambda: None]))  # a lambda does not pickle
+    a.send(1, Tensor("good", 2, [shared, shared]))  # the same array twice: memo at work
+    env = b.recv(5.0)
+    assert env.body.tag == "good" and env.body.step == 2
+    np.testing.assert_array_equal(env.body.data[0], shared)
+    np.testing.assert_array_equal(env.body.data[1], shared)
+    with pytest.raises(RecvTimeout):
+        b.recv(0.2)  # nothing of the failed send arrived
+
+
 def test_pooled_slots_are_reused_only_once_the_received_array_is_freed(pair):
     a, b = pair()
     x = np.arange(100_000, dtype=np.float64)  # 800 KB

@@ -88,16 +88,18 @@ def _one_blas_thread():
                 _BLAS_LIMIT = None
 
 
-_MIN_THREADED_FLOPS = 4e6  # a column with less work than this runs in the caller's thread
+_MIN_THREADED_FLOPS = 16e6  # a column with less work than this runs in the caller's thread
 
 
 def _columns(n_cols: int, column_fn, column_flops: float = float("inf")):
     """Yield ``column_fn(ox)`` for ox = 0, 1, ..., in order; computed on the thread pool when
     it helps (then a column's result waits only until the caller has used the ones before it).
 
-    It helps when a column is worth more than handing it to a thread: below
-    ``_MIN_THREADED_FLOPS`` multiply-adds x 2 per column (the ``mini`` config's first stage has
-    1.3 MFLOP) the pool made a whole step 1.7x slower here, not faster.
+    It helps when a column is a lot of work: measured here (fwd + dx + dW, B = 100), two threads
+    took 0.6x the time of one at 32 px, stride 1 (23 MFLOP a column), but 1.0-1.7x at 32 px,
+    stride 2 (12 MFLOP) and on the ``mini`` and ``full`` configs' stages (1-10 MFLOP), where
+    handing columns over costs what the second core gains. So a column under
+    ``_MIN_THREADED_FLOPS`` runs in order in the caller's thread.
     """
     global _POOL
     n = _threads()

@@ -121,6 +121,7 @@ def _for_each_column(n_cols: int, column_fn, column_flops: float = float("inf"))
 # The layout changes copy (images, values) tiles of these sizes (measured best here, 2 cores).
 _TILE_LAST = (8, 4096)  # (B, N) -> (N, B): 8 images' rows of 16 KB
 _TILE_FIRST = (32, 512)  # (N, B) -> (B, N)
+_CACHED_BYTES = 1 << 20  # arrays up to this size (about an L2 cache) are copied in one go
 
 
 def _batch_last(a):
@@ -128,10 +129,13 @@ def _batch_last(a):
 
     A transpose of the (B, N) matrix of flattened images, copied one tile at a time: a plain
     transposed copy strides through all of ``a`` for every output row and ran up to 2-5x slower
-    here (the layout changes are a large share of the small cases; see benchmarks/sublayers.py).
+    here (the layout changes are a large share of the small cases; see benchmarks/sublayers.py),
+    except when ``a`` fits in cache (``_CACHED_BYTES``), where the tiles' own overhead lost.
     """
     xp = get_xp(a)
     B = a.shape[0]
+    if a.nbytes <= _CACHED_BYTES:  # it all stays in cache: one plain copy is quicker
+        return xp.ascontiguousarray(a.transpose(tuple(range(1, a.ndim)) + (0,)))  # (..., B)
     a2 = a.reshape(B, -1)  # (B, N)
     out = xp.empty((a2.shape[1], B), dtype=a.dtype)  # (N, B)
     tb, tn = _TILE_LAST
@@ -145,6 +149,8 @@ def _batch_first(at):
     """(..., B) -> contiguous (B, ...): the inverse of :func:`_batch_last`, tiled the same way."""
     xp = get_xp(at)
     B = at.shape[-1]
+    if at.nbytes <= _CACHED_BYTES:
+        return xp.ascontiguousarray(at.transpose((at.ndim - 1,) + tuple(range(at.ndim - 1))))
     a2 = at.reshape(-1, B)  # (N, B)
     out = xp.empty((B, a2.shape[0]), dtype=at.dtype)  # (B, N)
     tb, tn = _TILE_FIRST

@@ -111,10 +111,10 @@ def test_reference_detects_a_wrong_kernel():
 
 # ---- the internal layout and the adjoint's chunks --------------------------------------------
 
-@pytest.mark.parametrize("shape", [(37, 3, 50, 45), (5, 2, 3, 3), (9, 8, 27, 31)])
+@pytest.mark.parametrize("shape", [(60, 3, 50, 45), (37, 8, 30, 41), (5, 2, 3, 3), (9, 8, 27, 31)])
 def test_layout_changes_are_exact_transposes_across_tiles(shape):
-    """Batch-last and back, with shapes that span several tiles in both directions and
-    tiles that the shape does not divide."""
+    """Batch-last and back: shapes that span several tiles in both directions, tiles that the
+    shape does not divide (the first two, over 1 MiB), and small arrays copied in one go."""
     a = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
     at = lc._batch_last(a)
     np.testing.assert_array_equal(at, a.transpose(1, 2, 3, 0))

@@ -21,7 +21,8 @@ Writes ``benchmarks/results/model_parallel.json``. Figures (issue 6, transport p
   grid (two partitions, one BLAS thread each) against single-process refimpl on the same
   minibatch (default threads, and one thread), median of ``--model-repeats``; and the same step
   on 13x13 (169 partitions: every halo exchange of the model, not a synthetic round), with its
-  halo pieces and bytes.
+  halo pieces and bytes; and **core scaling**: the one-thread single-process step timed alone
+  and in two processes at once, which bounds what any 2-process split can reach here.
 
 Goals (issue 6): 169 ready <= 5 s and <= 2 GiB; >= 3 GB/s; a halo round <= 20 ms; a 2x1 step
 <= 0.7x the single process. The last is judged on the last (largest) config: on ``mini`` a
@@ -186,6 +187,53 @@ def raw_halo_rounds(rows: int, cols: int, rounds: int) -> dict:
             "rounds": rounds}
 
 
+def _scaling_worker(config: str, batch: int, repeats: int, start, out) -> None:
+    """One process of :func:`core_scaling`: wait for the start signal, time ``repeats`` steps."""
+    from threadpoolctl import threadpool_limits
+
+    from refimpl.config import load_config
+    from refimpl.memory import retain_freed_memory
+    from refimpl.model import init_params
+
+    retain_freed_memory()
+    cfg = load_config(config)
+    rng = np.random.default_rng(0)
+    params = init_params(cfg, rng)
+    x = rng.standard_normal((batch, cfg.channels, cfg.image_size, cfg.image_size)).astype(cfg.dtype)
+    with threadpool_limits(1):
+        single_process_step(cfg, params, x, 1, 1)  # warm up
+        start.wait()
+        out.put(single_process_step(cfg, params, x, repeats, 1)[0])
+
+
+def core_scaling(config: str, batch: int, repeats: int) -> dict:
+    """What the second core is worth on this work: the one-thread single-process step timed in
+    one process alone, then in two processes at once. With ``ratio`` = (time with two) / (time
+    alone), no split of the model over 2 processes can take less than about ``ratio / 2`` of
+    the single-process step (ideal cores: 0.5)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    times = {}
+    for n in (1, 2):
+        start, out = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_scaling_worker, args=(config, batch, repeats, start, out))
+                 for _ in range(n)]
+        for p in procs:
+            p.start()
+        time.sleep(0.5)
+        start.set()
+        times[n] = [out.get(timeout=600) for _ in procs]
+        for p in procs:
+            p.join(60)
+    ratio = statistics.mean(times[2]) / times[1][0]
+    print(f"core scaling {config} B={batch}: one-thread step {times[1][0]:.3f} s alone, "
+          f"{statistics.mean(times[2]):.3f} s with two at once ({ratio:.2f}x): a 2x1 grid "
+          f"cannot beat ~{ratio / 2:.2f}x the single process here")
+    return {"alone_s": times[1][0], "two_at_once_s": times[2], "ratio": ratio,
+            "floor_2x1_vs_single": ratio / 2}
+
+
 def single_process_step(cfg, params, x, repeats: int, threads: int | None) -> tuple[float, float]:
     """Median seconds (wall clock, and CPU time of this process) of refimpl's model_forward +
     model_backward, with its default threads (BLAS, and refimpl's own column threads) or
@@ -258,6 +306,7 @@ def model_step_rows(args) -> list[dict]:
     rows = []
     for config in args.model_configs:
         row = model_steps(config, args.model_batch, args.model_repeats)
+        row["core_scaling"] = core_scaling(config, args.model_batch, args.model_repeats)
         row["load_avg"] = os.getloadavg()
         rows.append(row)
     return rows

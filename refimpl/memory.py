@@ -4,9 +4,8 @@ A training step allocates and frees the same large temporaries every time (patch
 products, caches). glibc's ``malloc`` serves blocks above a threshold (128 KiB at first, adjusted
 as the program runs) with ``mmap`` and returns them with ``munmap`` when they are freed, and trims
 the top of its heap once more than 128 KiB is free there. Each new step then touches fresh pages
-again, and every first touch is a page fault. On the 2-core virtual machines here a page fault
-is expensive: the ``mini`` step on one partition of a 2x1 grid spent a third of its time in them
-(0.0214 s of compute per step, 0.0129 s with the settings below; see benchmarks/model_parallel.py).
+again, and every first touch is a page fault, which is expensive on the 2-core virtual
+machines here (tests/test_memory.py shows the block going back to the OS, and staying).
 
 :func:`retain_freed_memory` raises both thresholds, with ``mallopt``, so the blocks one step
 frees are reused by the next. The process keeps its peak heap for its lifetime, which a worker

@@ -23,9 +23,9 @@ into a ``(C, H, R, B)`` strip, a few locations at a time so the products are sti
 Moving between the public and internal layouts is a transpose of the ``(B, N)`` matrix of
 flattened images, copied in tiles.
 
-Threads. Columns are independent, so they are split across a small pool of threads (NumPy
-releases the GIL inside copies and matrix products), with the BLAS library held to one thread
-meanwhile: BLAS's own threads on top of ours oversubscribe the cores, and on a busy machine the
+Threads. Columns are independent, so columns of enough work (``_MIN_THREADED_FLOPS``) are split
+across a small pool of threads (NumPy releases the GIL inside copies and matrix products), with
+the BLAS library held to one thread meanwhile: BLAS's own threads on top of ours oversubscribe the cores, and on a busy machine the
 small products then slowed down up to 50-fold (see benchmarks/sublayers.py).
 Every location's product is the same whatever the thread count, and the adjoint adds the
 overlapping columns into the image in column order, so ``CATNEURON_THREADS=1`` (run in order,
@@ -91,7 +91,7 @@ def _one_blas_thread():
 _MIN_THREADED_FLOPS = 16e6  # a column with less work than this runs in the caller's thread
 
 
-def _columns(n_cols: int, column_fn, column_flops: float = float("inf")):
+def _columns(n_cols: int, column_fn, column_flops: float):
     """Yield ``column_fn(ox)`` for ox = 0, 1, ..., in order; computed on the thread pool when
     it helps (then a column's result waits only until the caller has used the ones before it).
 
@@ -113,7 +113,7 @@ def _columns(n_cols: int, column_fn, column_flops: float = float("inf")):
         yield from _POOL.map(column_fn, range(n_cols))
 
 
-def _for_each_column(n_cols: int, column_fn, column_flops: float = float("inf")) -> None:
+def _for_each_column(n_cols: int, column_fn, column_flops: float) -> None:
     for _ in _columns(n_cols, column_fn, column_flops):
         pass
 

@@ -154,6 +154,31 @@ class Context:
         self.transport.step(k)
 
 
+def make_roster(roles) -> tuple[list, dict]:
+    """``(roles, roster)``: the roles as a list, and node -> (role, rank) with the coordinator
+    as node 0 and the roles as nodes 1, 2, ... Every backend's group builds it here."""
+    roles = list(roles)
+    if not roles:
+        raise ValueError("roles must name at least one process")
+    for r in roles:
+        if not isinstance(r, Role):
+            raise TypeError(f"roles must be Role objects, got {r!r}")
+    roster = {0: ("coordinator", 0)}
+    for i, r in enumerate(roles):
+        if (r.role, r.rank) in roster.values():
+            raise ValueError(f"two processes are both {r.role} {r.rank}")
+        roster[i + 1] = (r.role, r.rank)
+    return roles, roster
+
+
+def resolve_faults(faults: FaultPlan | None, node_of) -> FaultPlan | None:
+    """The fault plan with its nodes resolved to numbers; node 0 (the parent) may not crash."""
+    resolved = faults.resolve(node_of) if faults is not None else None
+    if resolved and resolved.crash_for(0):
+        raise ValueError("the fault plan cannot crash node 0 (the parent)")
+    return resolved
+
+
 def _child_main(boot: _Boot) -> None:
     """A child's whole life: see the module docstring."""
     inherited = all(os.environ.get(v) == "1" for v in THREAD_VARS)
@@ -253,22 +278,9 @@ class ProcessGroup:
                  shm_threshold: int = DEFAULT_SHM_THRESHOLD, ready_timeout: float = 60.0):
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS} (never fork), got {start_method!r}")
-        roles = list(roles)
-        if not roles:
-            raise ValueError("roles must name at least one process")
-        for r in roles:
-            if not isinstance(r, Role):
-                raise TypeError(f"roles must be Role objects, got {r!r}")
-        self.roles = roles
-        self.roster = {0: ("coordinator", 0)}
-        for i, r in enumerate(roles):
-            if (r.role, r.rank) in self.roster.values():
-                raise ValueError(f"two processes are both {r.role} {r.rank}")
-            self.roster[i + 1] = (r.role, r.rank)
+        self.roles, self.roster = make_roster(roles)
         self.start_method = start_method
-        self.faults = faults.resolve(self.node_of) if faults is not None else None
-        if self.faults and self.faults.crash_for(0):
-            raise ValueError("the fault plan cannot crash node 0 (the parent)")
+        self.faults = resolve_faults(faults, self.node_of)
         self.log_level = log_level
         self.trace = trace
         self.shm_threshold = shm_threshold

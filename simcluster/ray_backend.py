@@ -57,11 +57,12 @@ from typing import Any, Callable
 import numpy as np
 
 from .faults import FaultPlan, LinkState
-from .group import Context, ProcessGroup, RemoteError, Role, WorkerDied, describe
-from .messages import Bye, Envelope, Error, Ready, Stop, is_system
+from .group import (Context, ProcessGroup, RemoteError, WorkerDied, describe, make_roster,
+                    resolve_faults)
+from .messages import Bye, Envelope, Error, Ready, Stop
 from .trace import Tracer, chrome_trace, write_chrome_trace
 from .transport import (DEFAULT_SHM_THRESHOLD, PeerDied, PeerUnreachable, RecvTimeout,
-                        TransportError, _poisoned, _walk_nbytes)
+                        TransportError, _poisoned, _walk_nbytes, count_send)
 
 BACKENDS = ("process", "ray")
 log = logging.getLogger("simcluster.ray")
@@ -185,12 +186,7 @@ class RayTransport:
         peer = self.peers.get(dst)
         if peer is None:
             raise PeerUnreachable(f"{self.describe(self.node)}: no node {dst} in this group")
-        system = is_system(msg)
-        if not system:
-            if self.crash is not None and self.crash.after_sends is not None \
-                    and self._work_sent >= self.crash.after_sends:
-                self._die()
-            self._work_sent += 1
+        system = count_send(self, msg)
         t0, now = time.monotonic(), time.time()
         seq = self._seq[dst] = self._seq.get(dst, 0) + 1
         faulty = not system and self.faults is not None
@@ -417,25 +413,12 @@ class RayGroup:
                  start_method: str | None = None, faults: FaultPlan | None = None,
                  log_level: int = logging.INFO, trace: bool = True,
                  shm_threshold: int = DEFAULT_SHM_THRESHOLD, ready_timeout: float = 60.0):
-        roles = list(roles)
-        if not roles:
-            raise ValueError("roles must name at least one process")
-        for r in roles:
-            if not isinstance(r, Role):
-                raise TypeError(f"roles must be Role objects, got {r!r}")
+        self.roles, self.roster = make_roster(roles)
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
-        self.roles = roles
-        self.roster = {0: ("coordinator", 0)}
-        for i, r in enumerate(roles):
-            if (r.role, r.rank) in self.roster.values():
-                raise ValueError(f"two processes are both {r.role} {r.rank}")
-            self.roster[i + 1] = (r.role, r.rank)
         self.address = address
         self.max_restarts = max_restarts
-        self.faults = faults.resolve(self.node_of) if faults is not None else None
-        if self.faults and self.faults.crash_for(0):
-            raise ValueError("the fault plan cannot crash node 0 (the parent)")
+        self.faults = resolve_faults(faults, self.node_of)
         self.log_level, self.trace = log_level, trace
         self.shm_threshold, self.ready_timeout = shm_threshold, ready_timeout
         self.run_id = uuid.uuid4().hex[:8]

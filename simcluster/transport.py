@@ -98,6 +98,19 @@ class PeerDied(TransportError):
         self.node = node
 
 
+def count_send(endpoint, msg) -> bool:
+    """Count a work message against the endpoint's crash plan (``crash.after_sends``), dying
+    (``endpoint._die()``) once the plan's count is reached. Returns whether ``msg`` is a system
+    message, which is never counted nor faulted. Shared by every transport backend."""
+    system = is_system(msg)
+    if not system:
+        crash = endpoint.crash
+        if crash is not None and crash.after_sends is not None and endpoint._work_sent >= crash.after_sends:
+            endpoint._die()
+        endpoint._work_sent += 1
+    return system
+
+
 def socket_path(rundir: str, node: int) -> str:
     return os.path.join(rundir, f"{node}.sock")
 
@@ -205,12 +218,7 @@ class Transport:
         """Send ``msg`` to node ``dst``. Never blocks; raises PeerUnreachable if ``dst`` is gone."""
         if self.closed:
             raise TransportError(f"{self.describe(self.node)}: send on a closed transport")
-        system = is_system(msg)
-        if not system:
-            if self.crash is not None and self.crash.after_sends is not None \
-                    and self._work_sent >= self.crash.after_sends:
-                self._die()
-            self._work_sent += 1
+        system = count_send(self, msg)
         t0 = time.monotonic()
         out = self._connection(dst)
         out.seq += 1

@@ -202,8 +202,11 @@ class Coordinator:
         return ClusterStep(output, seconds, stats, sum(r.bytes_sent for r in ordered), sent + received)
 
     def _dead(self) -> list[int]:
-        return sorted(self.group.roster[node][1] for node, p in self.group.procs.items()
-                      if not p.is_alive())
+        """Ranks of the partitions to blame: those that died (killed, or exited with an error),
+        not the survivors that ended cleanly after losing a peer; all the dead if none failed."""
+        dead = {node: p for node, p in self.group.procs.items() if not p.is_alive()}
+        failed = [n for n, p in dead.items() if getattr(p, "exitcode", None) not in (None, 0)]
+        return sorted(self.group.roster[node][1] for node in (failed or dead))
 
 
 def _pins(device: str, gpus, n: int) -> list:

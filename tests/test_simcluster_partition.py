@@ -143,6 +143,22 @@ def test_step_needs_params_first():
         c.step(np.zeros((1, 1, 16, 16)))
 
 
+def test_a_failed_step_blames_the_killed_partition_not_the_survivors_that_left():
+    """A survivor that loses a peer ends cleanly (exit code 0); if it is gone before the
+    coordinator looks, only the killed one is named. With no failure, every dead one is."""
+    from types import SimpleNamespace
+
+    def proc(exitcode):
+        return SimpleNamespace(exitcode=exitcode, is_alive=lambda: exitcode is None)
+
+    c = Coordinator(load_config("tiny"), (2, 2))  # not started
+    roster = {0: ("coordinator", 0), **{t + 1: ("partition", t) for t in range(4)}}
+    c.group = SimpleNamespace(roster=roster, procs={1: proc(None), 2: proc(0), 3: proc(None), 4: proc(-9)})
+    assert c._dead() == [3]
+    c.group.procs[4] = proc(0)
+    assert c._dead() == [1, 3]
+
+
 def test_a_killed_partition_fails_the_step_naming_it(no_leaks):
     cfg = load_config("tiny")
     params, x = problem(cfg)

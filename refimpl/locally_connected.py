@@ -10,26 +10,33 @@ small matrix product per location (batched over a column of locations):
 
 Internal layout. The public layout is ``(B, C, H, W)``. Inside the kernels an image is
 ``(C, H, W, B)`` and a map ``(K, OH, OW, B)``: batch innermost (cuda-convnet's layout), so the
-batch is the wide dimension of every product, ``(K, C*R*R) @ (C*R*R, B)``. The work goes one
-column of locations at a time. The column's strip of input, ``x[:, :, ox*S : ox*S + R]``, is
-copied once into a contiguous ``(H, C, R, B)`` array; the patch of location ``(oy, ox)`` is then
-the contiguous slice ``strip[oy*S : oy*S + R]``, an ``(R*C*R, B)`` matrix, and the patches of the
-whole column are one strided view ``(OH, R*C*R, B)`` (``as_strided``: no copy, overlapping at
-stride 1), so the column is a single batched ``matmul``. A patch's rows are in ``(u, c, v)`` order
-(field row, channel, field column), so the column's weights are copied into the same order,
-``(OH, K, C, R, R)`` -> ``(OH, K, R, C, R)`` (much smaller than its patches). The adjoint gathers
-nothing: it reads W in its own order, as a view, and adds each location's ``(C*R*R, B)`` product
-into a ``(C, H, R, B)`` strip, a few locations at a time so the products are still in cache.
+batch is the wide dimension of every product. The work goes one column of locations at a time.
+The column's strip of input, ``x[:, :, ox*S : ox*S + R]``, is copied once into a contiguous
+``(C, H, R, B)`` array. In channel c the patch of location ``(oy, ox)`` is then the contiguous
+slice ``strip[c, oy*S : oy*S + R]``, an ``(R*R, B)`` matrix, and the patches of the whole column
+are one strided view ``(OH, R*R, B)`` (``as_strided``: no copy, overlapping at stride 1). So the
+forward and the weight gradient are one batched ``matmul`` per column and channel, and they read
+(or write) W as a view: a location's filters for one channel, ``W[oy, ox, :, c]``, are K runs of
+R*R, the rows of a patch in the same (u, v) order. Copying W into another order instead cost as
+much as a third of the forward (NumPy copies runs of R = 18 floats slowly).
+
+The adjoint overlap-adds. Its products have only K = 8 terms, so it is bound by what it writes:
+one ``(C*R*R, B)`` product per location, each added into the image, wrote and re-read every
+pixel (R/S)^2 times. Instead neighbouring locations of a column go in groups (``_GROUP``), and a
+group's product covers the group's whole field with its overlaps already summed inside the
+product (:func:`_grouped_weights`); only the groups' fields are then added into the image.
+
 Moving between the public and internal layouts is a transpose of the ``(B, N)`` matrix of
 flattened images, copied in tiles.
 
-Threads. Columns are independent, so columns of enough work (``_MIN_THREADED_FLOPS``) are split
-across a small pool of threads (NumPy releases the GIL inside copies and matrix products), with
-the BLAS library held to one thread meanwhile: BLAS's own threads on top of ours oversubscribe the cores, and on a busy machine the
-small products then slowed down up to 50-fold (see benchmarks/sublayers.py).
-Every location's product is the same whatever the thread count, and the adjoint adds the
-overlapping columns into the image in column order, so ``CATNEURON_THREADS=1`` (run in order,
-in this thread) and any other thread count give bit-identical results.
+Threads. Columns are independent, so a call with enough work (``_MIN_THREADED_FLOPS``) is cut
+into one run of columns per thread, on a small pool (NumPy releases the GIL inside copies and
+matrix products), with the BLAS library held to one thread meanwhile: BLAS's own threads on top
+of ours oversubscribe the cores, and on a busy machine the small products then slowed down up to
+50-fold (see benchmarks/sublayers.py). Every location's product is the same whatever the thread
+count, and the adjoint sums its image in fixed bands of columns, added in order, so
+``CATNEURON_THREADS=1`` (run in order, in this thread) and any other thread count give
+bit-identical results.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 
 from .backend import get_xp
 
@@ -88,34 +96,54 @@ def _one_blas_thread():
                 _BLAS_LIMIT = None
 
 
-_MIN_THREADED_FLOPS = 16e6  # a column with less work than this runs in the caller's thread
+_UFUNC_BUFFER = 256  # elements; NumPy's default is 8192
 
 
-def _columns(n_cols: int, column_fn, column_flops: float):
-    """Yield ``column_fn(ox)`` for ox = 0, 1, ..., in order; computed on the thread pool when
-    it helps (then a column's result waits only until the caller has used the ones before it).
+@contextmanager
+def _small_ufunc_buffers():
+    """Give NumPy's ufuncs small buffers while a kernel runs (in this thread: the setting is
+    per thread). The adjoint's adds go into strided fields of the image, C*Y runs of R*B floats;
+    with the default 8192-element buffer NumPy copies such runs through its buffer first, and
+    an add of a (72, 1800) block took 43 us instead of 18 (``benchmarks/sublayers.py`` shows the
+    kernels' speeds). Nothing here needs a buffer: every operand has the kernel's own dtype.
+    """
+    import numpy as np
 
-    It helps when a column is a lot of work: measured here (fwd + dx + dW, B = 100), two threads
-    took 0.6x the time of one at 32 px, stride 1 (23 MFLOP a column), but 1.0-1.7x at 32 px,
-    stride 2 (12 MFLOP) and on the ``mini`` and ``full`` configs' stages (1-10 MFLOP), where
-    handing columns over costs what the second core gains. So a column under
-    ``_MIN_THREADED_FLOPS`` runs in order in the caller's thread.
+    old = np.setbufsize(_UFUNC_BUFFER)
+    try:
+        yield
+    finally:
+        np.setbufsize(old)
+
+
+_MIN_THREADED_FLOPS = 64e6  # a kernel call with less work than this runs in the caller's thread
+
+
+def _run_in_order(tasks, flops: float) -> list:
+    """Run ``tasks`` (callables with no arguments) and return their results in order.
+
+    When the call is worth it (``flops``, the whole call's work, at least
+    ``_MIN_THREADED_FLOPS``), the tasks are cut into one contiguous run per thread and the
+    caller's thread runs the last run itself: one hand-over per thread, not one per task. On this
+    VM a thread that waits for the GIL wakes slowly, so many small hand-overs let one thread do
+    nearly all the work while the other sat waiting (measured: a 0.3 ms column took 2.6 ms).
     """
     global _POOL
-    n = _threads()
+    n = min(_threads(), len(tasks))
     with _one_blas_thread():
-        if n == 1 or n_cols < 2 or column_flops < _MIN_THREADED_FLOPS:
-            for ox in range(n_cols):
-                yield column_fn(ox)
-            return
-        if _POOL is None or _POOL._max_workers != n:
-            _POOL = ThreadPoolExecutor(n, thread_name_prefix="catneuron-lc")
-        yield from _POOL.map(column_fn, range(n_cols))
+        if n <= 1 or flops < _MIN_THREADED_FLOPS:
+            return _run_all(tasks)
+        if _POOL is None or _POOL._max_workers < n - 1:
+            _POOL = ThreadPoolExecutor(n - 1, thread_name_prefix="catneuron-lc")
+        runs = [tasks[i * len(tasks) // n : (i + 1) * len(tasks) // n] for i in range(n)]
+        futures = [_POOL.submit(_run_all, run) for run in runs[:-1]]
+        last = _run_all(runs[-1])
+        return [r for fut in futures for r in fut.result()] + last
 
 
-def _for_each_column(n_cols: int, column_fn, column_flops: float) -> None:
-    for _ in _columns(n_cols, column_fn, column_flops):
-        pass
+def _run_all(tasks) -> list:
+    with _small_ufunc_buffers():
+        return [task() for task in tasks]
 
 
 # The layout changes copy (images, values) tiles of these sizes (measured best here, 2 cores).
@@ -161,27 +189,25 @@ def _batch_first(at):
 
 
 def _column_strip(xt, ox: int, stride: int, field: int):
-    """The input seen by column ``ox`` of locations, rows first:
-    xt (C, H, W, B) -> contiguous (H, C, R, B)."""
+    """The input seen by column ``ox`` of locations: xt (C, H, W, B) -> contiguous (C, H, R, B)."""
     xp = get_xp(xt)
-    cols = xt[:, :, ox * stride : ox * stride + field, :]  # (C, H, R, B), a view
-    return xp.ascontiguousarray(cols.transpose(1, 0, 2, 3))  # (H, C, R, B): runs of R*B
+    return xp.ascontiguousarray(xt[:, :, ox * stride : ox * stride + field])  # runs of R*B
 
 
-def _column_patches(strip, n_rows: int, stride: int):
-    """Every location's patch of one column, as a stack of matrices with no copy.
+def _channel_patches(strip, c: int, n_rows: int, stride: int):
+    """Every location's patch of one column in channel ``c``, as a stack of matrices, no copy.
 
-    strip (H, C, R, B), contiguous -> a strided view (OH, R*C*R, B) whose slice ``oy`` is
-    ``strip[oy*S : oy*S + R]`` read as a matrix: rows in (u, c, v) order, one row per B-run.
-    Consecutive patches start S strip rows apart, so at stride 1 they overlap (a view can do
-    that; a copy would be R times the strip).
+    strip (C, H, R, B), contiguous -> a strided view (OH, R*R, B) whose slice ``oy`` is
+    ``strip[c, oy*S : oy*S + R]`` read as a matrix, rows in (u, v) order. Consecutive patches
+    start S strip rows apart, so at stride 1 they overlap (a view can do that; a copy would be
+    R times the strip).
     """
     xp = get_xp(strip)
-    H, C, R, B = strip.shape
-    s_row, _, s_v, s_b = strip.strides  # bytes
+    _, _, R, B = strip.shape
+    _, s_row, s_v, s_b = strip.strides  # bytes
     return xp.lib.stride_tricks.as_strided(
-        strip, shape=(n_rows, R * C * R, B), strides=(stride * s_row, s_v, s_b)
-    )  # (OH, u*c*v, B), only read
+        strip[c], shape=(n_rows, R * R, B), strides=(stride * s_row, s_v, s_b)
+    )  # (OH, u*v, B), only read
 
 
 def _column_maps(ft, ox: int, axes):
@@ -192,36 +218,62 @@ def _column_maps(ft, ox: int, axes):
     return xp.ascontiguousarray(ft[:, :, ox].transpose(axes))
 
 
-def _weight_ucv(W, ox: int):
-    """Column ``ox`` of W with each location's inputs in (u, c, v) order, the order of a
-    patch: W (OH, OW, K, C, R, R) -> contiguous (OH, K, R*C*R)."""
-    xp = get_xp(W)
-    OH, _, K = W.shape[:3]
-    return xp.ascontiguousarray(W[:, ox].transpose(0, 1, 3, 2, 4)).reshape(OH, K, -1)  # (OH, K, u*c*v)
+def _by_channel(W):
+    """W (OH, OW, K, C, R, R) -> (OH, OW, K, C, R*R), a view when W is contiguous: each
+    location's filters for one channel are then a (K, R*R) matrix with rows R*R apart."""
+    OH, OW, K, C, R, _ = W.shape
+    return W.reshape(OH, OW, K, C, R * R)
 
 
 def lc_apply(x, W, stride: int):
     """``f[b, k, oy, ox] = sum_{c,u,v} W[oy, ox, k, c, u, v] * x[b, c, oy*S + u, ox*S + v]``.
 
     x: (B, C, H, W); W: (OH, OW, K, C, R, R) -> f: (B, K, OH, OW).
-    One batched product per column: ``f[:, :, oy, ox] = W[oy, ox] @ patch(oy, ox)`` for all oy.
+    One batched product per column and channel, summed over the channels:
+    ``f[:, :, oy, ox] = sum_c W[oy, ox, :, c] @ patch_c(oy, ox)`` for all oy. W is read as a
+    view: its (u, v) runs are already the rows of a patch.
     """
     xp = get_xp(x, W)
     OH, OW, K, C, R, _ = W.shape
     B, S = x.shape[0], stride
     xt = _batch_last(x)  # (C, H, W, B)
+    Wc = _by_channel(W)  # (OH, OW, K, C, u*v)
     ft = xp.empty((K, OH, OW, B), dtype=x.dtype)
 
     def column(ox):
-        patches = _column_patches(_column_strip(xt, ox, S, R), OH, S)  # (OH, u*c*v, B)
+        strip = _column_strip(xt, ox, S, R)  # (C, H, R, B)
         out = ft[:, :, ox].transpose(1, 0, 2)  # (OH, K, B), a view
-        xp.matmul(_weight_ucv(W, ox), patches, out=out)
+        xp.matmul(Wc[:, ox, :, 0], _channel_patches(strip, 0, OH, S), out=out)
+        for c in range(1, C):
+            out += xp.matmul(Wc[:, ox, :, c], _channel_patches(strip, c, OH, S))  # (OH, K, B)
 
-    _for_each_column(OW, column, 2 * OH * K * C * R * R * B)
+    _run_in_order([partial(column, ox) for ox in range(OW)], 2 * OH * OW * K * C * R * R * B)
     return _batch_first(ft)  # (B, K, OH, OW)
 
 
-_CHUNK_BYTES = 1 << 21  # the adjoint's products are made this many bytes at a time (~ an L2 cache)
+_CHUNK_BYTES = 1 << 20  # the adjoint's products are made this many bytes at a time (~ an L2 cache)
+_GROUP = 4  # the adjoint makes one product for this many neighbouring locations of a column
+_BANDS = 4  # the adjoint sums its image in this many bands of columns, whatever the thread count
+
+
+def _grouped_weights(W, ox: int, g: int, stride: int):
+    """Column ``ox`` of W as the adjoint's grouped matrices, one per ``g`` neighbouring locations.
+
+    W (OH, OW, K, C, R, R) -> (G, g*K, C*Y*R), G = ceil(OH / g), Y = R + (g-1)*S. Group i's
+    matrix holds, for the locations oy = i*g + j (j < g), ``W[oy, ox]`` placed at the field rows
+    j*S .. j*S + R of the Y rows the group covers together, zeros elsewhere (and for locations
+    past OH). Its transpose maps the group's maps to its field: one product does the group's
+    overlap-add. Each (u, v) block of W is one contiguous run here.
+    """
+    xp = get_xp(W)
+    OH, _, K, C, R, _ = W.shape
+    S = stride
+    G, Y = -(-OH // g), R + (g - 1) * S
+    A = xp.zeros((G, g, K, C, Y, R), dtype=W.dtype)
+    for j in range(g):
+        n = len(range(j, OH, g))
+        A[:n, j, :, :, j * S : j * S + R] = W[j::g, ox]  # (n, K, C, u, v)
+    return A.reshape(G, g * K, C * Y * R)
 
 
 def lc_transpose(f, W, stride: int, out_hw: tuple[int, int]):
@@ -229,36 +281,54 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int]):
     ``x[b, c, oy*S + u, ox*S + v] += W[oy, ox, k, c, u, v] * f[b, k, oy, ox]``.
 
     f: (B, K, OH, OW); W: (OH, OW, K, C, R, R); out_hw = (H, W) -> x: (B, C, H, W).
-    Nothing is gathered here, so W is read in its own (c, u, v) order, as a view, and the strips
-    are (C, H, R, B): a location's field ``strip[:, oy*S : oy*S + R]`` is C contiguous runs.
-    A column's products are made a few locations at a time (one batched product per chunk of
-    about ``_CHUNK_BYTES``), so each is still in cache when it is added into the strip.
+    A column's locations go ``_GROUP`` at a time: one product ``A_i^T @ f_i`` (see
+    :func:`_grouped_weights`) gives the whole field of group i, the group's own overlaps already
+    summed, and that ``(C, Y, R, B)`` block is added into the image, C*Y contiguous runs of R*B.
+    A group of 4 at R = 18, S = 2 spends a quarter of its products on zeros but writes a third
+    as much as one product per location, and this kernel is bound by what it writes.
+    The products are made a few groups at a time (about ``_CHUNK_BYTES``), so each is still in
+    cache when it is added.
+
+    The columns are cut into ``_BANDS`` bands, each summed into an image of its own (the first
+    into the output), and the bands are then added in order. Threads take whole bands, and the
+    cut does not depend on the thread count, so neither does any sum.
     """
     xp = get_xp(f, W)
     OH, OW, K, C, R, _ = W.shape
     B, S = f.shape[0], stride
     H, Wd = out_hw
     ft = _batch_last(f)  # (K, OH, OW, B)
-    Wm = W.reshape(OH, OW, K, C * R * R)  # a view
-    chunk = max(1, _CHUNK_BYTES // (C * R * R * B * W.dtype.itemsize))
-
-    def column(ox):
-        """Overlap-add column ox's locations into a strip of its own."""
-        fc = _column_maps(ft, ox, (1, 0, 2))  # (OH, K, B)
-        strip = xp.zeros((C, H, R, B), dtype=f.dtype)
-        products = xp.empty((min(chunk, OH), C * R * R, B), dtype=f.dtype)
-        for o0 in range(0, OH, chunk):
-            n = min(chunk, OH - o0)
-            Wt = Wm[o0 : o0 + n, ox].transpose(0, 2, 1)  # (n, c*u*v, K), a view
-            xp.matmul(Wt, fc[o0 : o0 + n], out=products[:n])  # (n, c*u*v, B)
-            for oy in range(o0, o0 + n):
-                strip[:, oy * S : oy * S + R] += products[oy - o0].reshape(C, R, R, B)
-        return strip
-
-    # Neighbouring columns overlap in the image: their strips are added here, in column order.
     xt = xp.zeros((C, H, Wd, B), dtype=f.dtype)  # (C, H, W, B)
-    for ox, strip in enumerate(_columns(OW, column, 2 * OH * K * C * R * R * B)):
-        xt[:, :, ox * S : ox * S + R, :] += strip
+    g = min(_GROUP, OH)
+    G, Y = -(-OH // g), R + (g - 1) * S  # groups in a column; field rows a group covers
+    chunk = max(1, _CHUNK_BYTES // (C * Y * R * B * W.dtype.itemsize))
+
+    def band(cols: range):
+        """Overlap-add the locations of columns ``cols`` into the image they cover."""
+        x0, width = cols[0] * S, (len(cols) - 1) * S + R
+        acc = xt[:, :, :width] if x0 == 0 else xp.zeros((C, H, width, B), dtype=f.dtype)
+        products = xp.empty((min(chunk, G), C * Y * R, B), dtype=f.dtype)
+        fc = xp.zeros((G * g, K, B), dtype=f.dtype)  # the column's maps, zero past OH
+        for ox in cols:
+            At = _grouped_weights(W, ox, g, S).transpose(0, 2, 1)  # (G, c*y*v, g*K), a view
+            fc[:OH] = ft[:, :, ox].transpose(1, 0, 2)  # (OH, K, B)
+            fg = fc.reshape(G, g * K, B)
+            v0 = ox * S - x0
+            for i0 in range(0, G, chunk):
+                n = min(chunk, G - i0)
+                xp.matmul(At[i0 : i0 + n], fg[i0 : i0 + n], out=products[:n])  # (n, c*y*v, B)
+                for i in range(i0, i0 + n):
+                    y0 = i * g * S
+                    y1 = min(y0 + Y, H)  # rows past H hold only the zeros of missing locations
+                    acc[:, y0:y1, v0 : v0 + R] += products[i - i0].reshape(C, Y, R, B)[:, : y1 - y0]
+        return acc
+
+    n_bands = min(_BANDS, OW)
+    bands = [range(i * OW // n_bands, (i + 1) * OW // n_bands) for i in range(n_bands)]
+    sums = _run_in_order([partial(band, cols) for cols in bands], 2 * OH * OW * K * C * R * R * B)
+    with _small_ufunc_buffers():
+        for cols, acc in zip(bands[1:], sums[1:]):  # neighbouring bands overlap: added in order
+            xt[:, :, cols[0] * S : cols[0] * S + acc.shape[2]] += acc
     return _batch_first(xt)  # (B, C, H, W)
 
 
@@ -267,6 +337,9 @@ def lc_weight_grad(x, df, stride: int, field: int):
     ``dW[oy, ox, k, c, u, v] = sum_b df[b, k, oy, ox] * x[b, c, oy*S + u, ox*S + v]``.
 
     x: (B, C, H, W); df: (B, K, OH, OW) -> dW: (OH, OW, K, C, R, R).
+    One batched product per column and channel, written straight into dW (as its transpose):
+    ``dW[oy, ox, :, c]^T = patch_c(oy, ox) @ df[:, :, oy, ox]`` for all oy. This way round the
+    maps are the narrow operand; ``df^T @ patch^T`` ran 3x slower here.
     """
     xp = get_xp(x, df)
     B, C = x.shape[:2]
@@ -275,11 +348,14 @@ def lc_weight_grad(x, df, stride: int, field: int):
     xt = _batch_last(x)  # (C, H, W, B)
     dft = _batch_last(df)  # (K, OH, OW, B)
     dW = xp.empty((OH, OW, K, C, R, R), dtype=x.dtype)
+    dWc = _by_channel(dW)  # (OH, OW, K, C, u*v), a view: written through
 
     def column(ox):
-        patches = _column_patches(_column_strip(xt, ox, S, R), OH, S)  # (OH, u*c*v, B)
-        g = xp.matmul(patches, _column_maps(dft, ox, (1, 2, 0)))  # (OH, u*c*v, K): each dW[oy, ox]^T in (u, c, v) order
-        dW[:, ox] = g.reshape(OH, R, C, R, K).transpose(0, 4, 2, 1, 3)  # (OH, K, C, u, v)
+        strip = _column_strip(xt, ox, S, R)  # (C, H, R, B)
+        maps = _column_maps(dft, ox, (1, 2, 0))  # (OH, B, K)
+        for c in range(C):
+            out = dWc[:, ox, :, c].transpose(0, 2, 1)  # (OH, u*v, K), a view
+            xp.matmul(_channel_patches(strip, c, OH, S), maps, out=out)
 
-    _for_each_column(OW, column, 2 * OH * K * C * R * R * B)
+    _run_in_order([partial(column, ox) for ox in range(OW)], 2 * OH * OW * K * C * R * R * B)
     return dW

@@ -124,13 +124,66 @@ def test_layout_changes_are_exact_transposes_across_tiles(shape):
     assert back.flags.c_contiguous
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 3 * 4 * 4 * 2 * 8 * 2])  # 1 and 2 locations a chunk
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 4 * 6 * 2 * 8])  # 1 and 2 groups a chunk
 def test_adjoint_in_chunks_matches_reference(monkeypatch, chunk_bytes):
-    """The adjoint makes its products a few locations at a time; a chunk that does not divide
-    the column (7 locations) must still add every location once."""
+    """The adjoint makes its products a few groups at a time; a chunk that does not divide
+    the column (7 locations, 4 groups of 2) must still add every location once."""
     monkeypatch.setattr(lc, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(lc, "_GROUP", 2)
     x, Wt, df = draw(np.random.default_rng(5), np.float64, 2, 3, 2, 4, 1, 10, 6)  # OH = 7
     assert_matches(lc_transpose(df, Wt, 1, (10, 6)), ref_transpose(df, Wt, 1, (10, 6)), np.float64)
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, 5, 50])
+@pytest.mark.parametrize("S", [1, 2, 3])
+def test_adjoint_groups_of_any_size_match_reference(monkeypatch, group, S):
+    """Groups that divide the column or not (OH = 9, 5 or 4 here), a last group that runs past
+    the image's bottom edge, one group bigger than the column, and an image taller than its
+    fields reach ((H - R) % S != 0)."""
+    monkeypatch.setattr(lc, "_GROUP", group)
+    H = 14
+    x, Wt, df = draw(np.random.default_rng(7), np.float64, 2, 2, 3, 6, S, H, 9)
+    assert_matches(lc_transpose(df, Wt, S, (H, 9)), ref_transpose(df, Wt, S, (H, 9)), np.float64)
+
+
+def test_grouped_weights_place_each_location_at_its_rows():
+    """Group i holds W[i*g + j] at field rows j*S .. j*S + R and zeros elsewhere."""
+    _, Wt, _ = draw(np.random.default_rng(8), np.float64, 1, 2, 3, 4, 2, 12, 6)  # OH = 5
+    g, S, R, K, C = 2, 2, 4, 3, 2
+    A = lc._grouped_weights(Wt, 1, g, S).reshape(3, g, K, C, R + (g - 1) * S, R)
+    for oy in range(5):
+        i, j = divmod(oy, g)
+        np.testing.assert_array_equal(A[i, j, :, :, j * S : j * S + R], Wt[oy, 1])
+        outside = np.delete(A[i, j], np.s_[j * S : j * S + R], axis=2)
+        assert not outside.any()
+    assert not A[2, 1].any()  # location 5 does not exist
+
+
+@pytest.mark.parametrize("bands", [1, 2, 3, 100])
+def test_adjoint_in_bands_matches_reference(monkeypatch, bands):
+    """The adjoint's image is summed in bands of columns (the first in the output itself);
+    bands that do not divide the 6 columns, and more bands than columns, add every column once."""
+    monkeypatch.setattr(lc, "_BANDS", bands)
+    x, Wt, df = draw(np.random.default_rng(9), np.float64, 2, 2, 3, 4, 2, 9, 15)  # OW = 6
+    assert_matches(lc_transpose(df, Wt, 2, (9, 15)), ref_transpose(df, Wt, 2, (9, 15)), np.float64)
+
+
+def test_ufunc_buffers_are_small_inside_and_restored_after(monkeypatch):
+    seen = []
+    real_strip = lc._column_strip
+
+    def spy(*args):
+        seen.append(np.getbufsize())
+        return real_strip(*args)
+
+    monkeypatch.setattr(lc, "_column_strip", spy)
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
+    monkeypatch.setenv("CATNEURON_THREADS", "2")
+    before = np.getbufsize()
+    x, Wt, _ = draw(np.random.default_rng(3), np.float64, 2, 2, 3, 4, 1, 9, 9)
+    lc_apply(x, Wt, 1)
+    assert len(seen) == 6 and set(seen) == {lc._UFUNC_BUFFER} != {before}  # in both threads
+    assert np.getbufsize() == before
 
 
 # ---- threads ----------------------------------------------------------------------------------
@@ -158,16 +211,31 @@ def test_columns_go_to_the_pool_only_when_worth_it(monkeypatch, min_flops, poole
     monkeypatch.setenv("CATNEURON_THREADS", "2")
     monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", min_flops)
     x, Wt, _ = draw(np.random.default_rng(6), np.float64, 2, 2, 3, 4, 1, 9, 9)
-    where = set()
-    real_weight = lc._weight_ucv
+    where = []
+    real_strip = lc._column_strip
 
-    def spy(*args):
-        where.add(threading.current_thread() is threading.main_thread())
-        return real_weight(*args)
+    def spy(xt, ox, *args):
+        where.append((ox, threading.current_thread() is threading.main_thread()))
+        return real_strip(xt, ox, *args)
 
-    monkeypatch.setattr(lc, "_weight_ucv", spy)
+    monkeypatch.setattr(lc, "_column_strip", spy)
     lc_apply(x, Wt, 1)
-    assert where == ({False} if pooled else {True})
+    if pooled:  # one run of columns per thread: the first half in the pool, the rest here
+        assert sorted(where) == [(0, False), (1, False), (2, False), (3, True), (4, True), (5, True)]
+    else:
+        assert sorted(where) == [(ox, True) for ox in range(6)]
+
+
+def test_tasks_come_back_in_order_and_errors_reach_the_caller(monkeypatch):
+    monkeypatch.setenv("CATNEURON_THREADS", "3")
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
+    assert lc._run_in_order([lambda i=i: i * i for i in range(7)], 1.0) == [i * i for i in range(7)]
+
+    def fail():
+        raise KeyError("in a pool thread")
+
+    with pytest.raises(KeyError, match="in a pool thread"):
+        lc._run_in_order([fail] + [lambda: 0] * 5, 1.0)
 
 
 def blas_threads():
@@ -187,19 +255,23 @@ def test_blas_threads_are_limited_inside_and_restored_after(monkeypatch):
     monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
     x, Wt, df = draw(np.random.default_rng(3), np.float64, 2, 2, 3, 4, 1, 9, 9)
     seen = []
-    real_weight = lc._weight_ucv
+    real_strip = lc._column_strip
 
     def spy(*args):
         seen.append(blas_threads())
-        return real_weight(*args)
+        return real_strip(*args)
 
     with threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
-        monkeypatch.setattr(lc, "_weight_ucv", spy)
+        monkeypatch.setattr(lc, "_column_strip", spy)
         lc_apply(x, Wt, 1)
         assert seen and all(n == [1] * len(before) for n in seen)
         assert blas_threads() == before
-        # An error inside a column (wrong channel count) still restores the limit.
-        with pytest.raises(ValueError):
-            lc_apply(x[:, :1], Wt, 1)
+        # An error inside a column still restores the limit.
+        def broken(*args):
+            raise RuntimeError("a column failed")
+
+        monkeypatch.setattr(lc, "_column_strip", broken)
+        with pytest.raises(RuntimeError, match="a column failed"):
+            lc_apply(x, Wt, 1)
         assert blas_threads() == before

@@ -16,6 +16,8 @@ Writes ``benchmarks/results/model_parallel.json``. Figures (issue 6, transport p
 - **halo round**: every partition of a 13 x 13 grid sends a 4 KB halo to each of its (up to 8)
   neighbours and receives theirs; the parent starts the round and waits for all 169 "done"s.
   The same round over raw pipes (no transport) is measured right after, under the same load.
+  Both record the workers' CPU time per round: with 169 processes on 2 cores, a round cannot
+  take less wall time than that CPU time shared between the cores.
 - **model-parallel step** (``--parts model``): one minibatch of each of ``--model-configs``
   (``mini`` and ``full``) forward and backward through :class:`simcluster.Coordinator` on a 2x1
   grid (two partitions, one BLAS thread each) against single-process refimpl on the same
@@ -112,23 +114,41 @@ def round_trip(n: int) -> dict:
     return {"median_us": med, "p90_us": float(np.percentile(times, 90) * 1e6), "n": n}
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU time so far of the processes ``pids`` (/proc/<pid>/stat)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def halo_rounds(rows: int, cols: int, nbytes: int, rounds: int, trace: bool) -> dict:
+    """The halo round through the transport. Also the workers' CPU time per round: with more
+    processes than cores, a round cannot take less wall time than that CPU over the cores."""
     roles = [Role("halo", i, demo_roles.halo, (rows, cols)) for i in range(rows * cols)]
     with ProcessGroup(roles, trace=trace) as g:
+        pids = [p.pid for p in g.procs.values()]
         times = []
         for k in range(rounds + 1):
+            if k == 1:  # round 0 opens the connections
+                cpu0 = cpu_seconds(pids)
             t = time.perf_counter()
             g.broadcast(Tensor("go", k, nbytes))
             for _ in range(rows * cols):
                 g.recv(60)
             if k:
                 times.append(time.perf_counter() - t)
+        cpu_ms = (cpu_seconds(pids) - cpu0) / rounds * 1e3
     messages = sum(len(demo_roles.neighbours(i, rows, cols)) for i in range(rows * cols))
     med = statistics.median(times) * 1e3
     print(f"halo round {rows}x{cols}, {nbytes} B, trace={trace}: median {med:.1f} ms "
-          f"({messages} halo messages + {2 * rows * cols} control)")
+          f"({messages} halo messages + {2 * rows * cols} control); the workers' CPU "
+          f"{cpu_ms:.1f} ms a round")
     return {"grid": [rows, cols], "bytes": nbytes, "trace": trace, "median_ms": med,
-            "min_ms": min(times) * 1e3, "rounds": rounds, "halo_messages": messages}
+            "min_ms": min(times) * 1e3, "rounds": rounds, "halo_messages": messages,
+            "workers_cpu_ms_per_round": cpu_ms}
 
 
 def _raw_halo_worker(ctrl, outs, ins) -> None:
@@ -167,6 +187,8 @@ def raw_halo_rounds(rows: int, cols: int, rounds: int) -> dict:
     times = []
     try:
         for k in range(rounds + 1):
+            if k == 1:
+                cpu0 = cpu_seconds([p.pid for p in procs])
             t = time.perf_counter()
             for c in ctrls:
                 c.send_bytes(b"go")
@@ -174,6 +196,7 @@ def raw_halo_rounds(rows: int, cols: int, rounds: int) -> dict:
                 c.recv_bytes()
             if k:
                 times.append(time.perf_counter() - t)
+        cpu_ms = (cpu_seconds([p.pid for p in procs]) - cpu0) / rounds * 1e3
     finally:
         for c in ctrls:
             c.send_bytes(b"stop")
@@ -182,9 +205,10 @@ def raw_halo_rounds(rows: int, cols: int, rounds: int) -> dict:
             if p.is_alive():
                 p.kill()
     med = statistics.median(times) * 1e3
-    print(f"halo round {rows}x{cols}, 4096 B over raw pipes (baseline): median {med:.1f} ms")
+    print(f"halo round {rows}x{cols}, 4096 B over raw pipes (baseline): median {med:.1f} ms; "
+          f"the workers' CPU {cpu_ms:.1f} ms a round")
     return {"grid": [rows, cols], "bytes": 4096, "median_ms": med, "min_ms": min(times) * 1e3,
-            "rounds": rounds}
+            "rounds": rounds, "workers_cpu_ms_per_round": cpu_ms}
 
 
 def _scaling_worker(config: str, batch: int, repeats: int, start, out) -> None:

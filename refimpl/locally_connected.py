@@ -10,21 +10,24 @@ small matrix product per location (batched over a column of locations):
 
 Internal layout. The public layout is ``(B, C, H, W)``. Inside the kernels an image is
 ``(C, H, W, B)`` and a map ``(K, OH, OW, B)``: batch innermost (cuda-convnet's layout), so the
-batch is the wide dimension of every product. The work goes one column of locations at a time.
-The column's strip of input, ``x[:, :, ox*S : ox*S + R]``, is copied once into a contiguous
-``(C, H, R, B)`` array. In channel c the patch of location ``(oy, ox)`` is then the contiguous
-slice ``strip[c, oy*S : oy*S + R]``, an ``(R*R, B)`` matrix, and the patches of the whole column
-are one strided view ``(OH, R*R, B)`` (``as_strided``: no copy, overlapping at stride 1). So the
-forward and the weight gradient are one batched ``matmul`` per column and channel, and they read
-(or write) W as a view: a location's filters for one channel, ``W[oy, ox, :, c]``, are K runs of
-R*R, the rows of a patch in the same (u, v) order. Copying W into another order instead cost as
-much as a third of the forward (NumPy copies runs of R = 18 floats slowly).
+batch is the wide dimension of every product, ``(K, C*R*R) @ (C*R*R, B)``. The work goes one
+column of locations at a time. The column's strip of input, ``x[:, :, ox*S : ox*S + R]``, is
+copied once into a contiguous ``(H, C, R, B)`` array; the patch of location ``(oy, ox)`` is then
+the contiguous slice ``strip[oy*S : oy*S + R]``, an ``(R*C*R, B)`` matrix, and the patches of the
+whole column are one strided view ``(OH, R*C*R, B)`` (``as_strided``: no copy, overlapping at
+stride 1), so the column is a single batched ``matmul``. A patch's rows are in ``(u, c, v)`` order
+(field row, channel, field column), so the column's weights are copied into the same order,
+``(OH, K, C, R, R)`` -> ``(OH, K, R, C, R)`` (much smaller than its patches). One product per
+channel would read W in place, but at the small fields of the ``mini`` and ``full`` configs
+(R = 3-8, up to 16 channels) its many tiny products made the forward up to 2x slower.
 
 The adjoint overlap-adds. Its products have only K = 8 terms, so it is bound by what it writes:
 one ``(C*R*R, B)`` product per location, each added into the image, wrote and re-read every
-pixel (R/S)^2 times. Instead neighbouring locations of a column go in groups (``_GROUP``), and a
-group's product covers the group's whole field with its overlaps already summed inside the
-product (:func:`_grouped_weights`); only the groups' fields are then added into the image.
+pixel (R/S)^2 times. Instead neighbouring locations of a column go in groups
+(:func:`_group_size`), and a group's product covers the group's whole field with its overlaps
+already summed inside the product (:func:`_grouped_weights`); only the groups' fields are then
+added into the image, C*Y contiguous runs of R*B. It reads W in its own order: nothing is
+gathered but the groups' matrices, whose runs are whole (u, v) blocks.
 
 Moving between the public and internal layouts is a transpose of the ``(B, N)`` matrix of
 flattened images, copied in tiles.
@@ -189,25 +192,27 @@ def _batch_first(at):
 
 
 def _column_strip(xt, ox: int, stride: int, field: int):
-    """The input seen by column ``ox`` of locations: xt (C, H, W, B) -> contiguous (C, H, R, B)."""
+    """The input seen by column ``ox`` of locations, rows first:
+    xt (C, H, W, B) -> contiguous (H, C, R, B)."""
     xp = get_xp(xt)
-    return xp.ascontiguousarray(xt[:, :, ox * stride : ox * stride + field])  # runs of R*B
+    cols = xt[:, :, ox * stride : ox * stride + field, :]  # (C, H, R, B), a view
+    return xp.ascontiguousarray(cols.transpose(1, 0, 2, 3))  # (H, C, R, B): runs of R*B
 
 
-def _channel_patches(strip, c: int, n_rows: int, stride: int):
-    """Every location's patch of one column in channel ``c``, as a stack of matrices, no copy.
+def _column_patches(strip, n_rows: int, stride: int):
+    """Every location's patch of one column, as a stack of matrices with no copy.
 
-    strip (C, H, R, B), contiguous -> a strided view (OH, R*R, B) whose slice ``oy`` is
-    ``strip[c, oy*S : oy*S + R]`` read as a matrix, rows in (u, v) order. Consecutive patches
-    start S strip rows apart, so at stride 1 they overlap (a view can do that; a copy would be
-    R times the strip).
+    strip (H, C, R, B), contiguous -> a strided view (OH, R*C*R, B) whose slice ``oy`` is
+    ``strip[oy*S : oy*S + R]`` read as a matrix: rows in (u, c, v) order, one row per B-run.
+    Consecutive patches start S strip rows apart, so at stride 1 they overlap (a view can do
+    that; a copy would be R times the strip).
     """
     xp = get_xp(strip)
-    _, _, R, B = strip.shape
-    _, s_row, s_v, s_b = strip.strides  # bytes
+    H, C, R, B = strip.shape
+    s_row, _, s_v, s_b = strip.strides  # bytes
     return xp.lib.stride_tricks.as_strided(
-        strip[c], shape=(n_rows, R * R, B), strides=(stride * s_row, s_v, s_b)
-    )  # (OH, u*v, B), only read
+        strip, shape=(n_rows, R * C * R, B), strides=(stride * s_row, s_v, s_b)
+    )  # (OH, u*c*v, B), only read
 
 
 def _column_maps(ft, ox: int, axes):
@@ -218,42 +223,45 @@ def _column_maps(ft, ox: int, axes):
     return xp.ascontiguousarray(ft[:, :, ox].transpose(axes))
 
 
-def _by_channel(W):
-    """W (OH, OW, K, C, R, R) -> (OH, OW, K, C, R*R), a view when W is contiguous: each
-    location's filters for one channel are then a (K, R*R) matrix with rows R*R apart."""
-    OH, OW, K, C, R, _ = W.shape
-    return W.reshape(OH, OW, K, C, R * R)
+def _weight_ucv(W, ox: int):
+    """Column ``ox`` of W with each location's inputs in (u, c, v) order, the order of a
+    patch: W (OH, OW, K, C, R, R) -> contiguous (OH, K, R*C*R)."""
+    xp = get_xp(W)
+    OH, _, K = W.shape[:3]
+    return xp.ascontiguousarray(W[:, ox].transpose(0, 1, 3, 2, 4)).reshape(OH, K, -1)  # (OH, K, u*c*v)
 
 
 def lc_apply(x, W, stride: int):
     """``f[b, k, oy, ox] = sum_{c,u,v} W[oy, ox, k, c, u, v] * x[b, c, oy*S + u, ox*S + v]``.
 
     x: (B, C, H, W); W: (OH, OW, K, C, R, R) -> f: (B, K, OH, OW).
-    One batched product per column and channel, summed over the channels:
-    ``f[:, :, oy, ox] = sum_c W[oy, ox, :, c] @ patch_c(oy, ox)`` for all oy. W is read as a
-    view: its (u, v) runs are already the rows of a patch.
+    One batched product per column: ``f[:, :, oy, ox] = W[oy, ox] @ patch(oy, ox)`` for all oy.
     """
     xp = get_xp(x, W)
     OH, OW, K, C, R, _ = W.shape
     B, S = x.shape[0], stride
     xt = _batch_last(x)  # (C, H, W, B)
-    Wc = _by_channel(W)  # (OH, OW, K, C, u*v)
     ft = xp.empty((K, OH, OW, B), dtype=x.dtype)
 
     def column(ox):
-        strip = _column_strip(xt, ox, S, R)  # (C, H, R, B)
+        patches = _column_patches(_column_strip(xt, ox, S, R), OH, S)  # (OH, u*c*v, B)
         out = ft[:, :, ox].transpose(1, 0, 2)  # (OH, K, B), a view
-        xp.matmul(Wc[:, ox, :, 0], _channel_patches(strip, 0, OH, S), out=out)
-        for c in range(1, C):
-            out += xp.matmul(Wc[:, ox, :, c], _channel_patches(strip, c, OH, S))  # (OH, K, B)
+        xp.matmul(_weight_ucv(W, ox), patches, out=out)
 
     _run_in_order([partial(column, ox) for ox in range(OW)], 2 * OH * OW * K * C * R * R * B)
     return _batch_first(ft)  # (B, K, OH, OW)
 
 
 _CHUNK_BYTES = 1 << 20  # the adjoint's products are made this many bytes at a time (~ an L2 cache)
-_GROUP = 4  # the adjoint makes one product for this many neighbouring locations of a column
+_GROUP: int | None = None  # locations per adjoint product; None: _group_size's choice
 _BANDS = 4  # the adjoint sums its image in this many bands of columns, whatever the thread count
+
+
+def _group_size(field: int, stride: int) -> int:
+    """How many neighbouring locations of a column share one adjoint product: the most whose
+    padding, (g - 1) * S field rows, stays within a third of R, so that at most a quarter of the
+    product is zeros (g = 4 at R = 18, S = 2; g = 1, one product per location, at R = 5, S = 2)."""
+    return _GROUP or 1 + field // (3 * stride)
 
 
 def _grouped_weights(W, ox: int, g: int, stride: int):
@@ -281,7 +289,7 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int]):
     ``x[b, c, oy*S + u, ox*S + v] += W[oy, ox, k, c, u, v] * f[b, k, oy, ox]``.
 
     f: (B, K, OH, OW); W: (OH, OW, K, C, R, R); out_hw = (H, W) -> x: (B, C, H, W).
-    A column's locations go ``_GROUP`` at a time: one product ``A_i^T @ f_i`` (see
+    A column's locations go g = :func:`_group_size` at a time: one product ``A_i^T @ f_i`` (see
     :func:`_grouped_weights`) gives the whole field of group i, the group's own overlaps already
     summed, and that ``(C, Y, R, B)`` block is added into the image, C*Y contiguous runs of R*B.
     A group of 4 at R = 18, S = 2 spends a quarter of its products on zeros but writes a third
@@ -299,7 +307,7 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int]):
     H, Wd = out_hw
     ft = _batch_last(f)  # (K, OH, OW, B)
     xt = xp.zeros((C, H, Wd, B), dtype=f.dtype)  # (C, H, W, B)
-    g = min(_GROUP, OH)
+    g = min(_group_size(R, S), OH)
     G, Y = -(-OH // g), R + (g - 1) * S  # groups in a column; field rows a group covers
     chunk = max(1, _CHUNK_BYTES // (C * Y * R * B * W.dtype.itemsize))
 
@@ -337,9 +345,6 @@ def lc_weight_grad(x, df, stride: int, field: int):
     ``dW[oy, ox, k, c, u, v] = sum_b df[b, k, oy, ox] * x[b, c, oy*S + u, ox*S + v]``.
 
     x: (B, C, H, W); df: (B, K, OH, OW) -> dW: (OH, OW, K, C, R, R).
-    One batched product per column and channel, written straight into dW (as its transpose):
-    ``dW[oy, ox, :, c]^T = patch_c(oy, ox) @ df[:, :, oy, ox]`` for all oy. This way round the
-    maps are the narrow operand; ``df^T @ patch^T`` ran 3x slower here.
     """
     xp = get_xp(x, df)
     B, C = x.shape[:2]
@@ -348,14 +353,11 @@ def lc_weight_grad(x, df, stride: int, field: int):
     xt = _batch_last(x)  # (C, H, W, B)
     dft = _batch_last(df)  # (K, OH, OW, B)
     dW = xp.empty((OH, OW, K, C, R, R), dtype=x.dtype)
-    dWc = _by_channel(dW)  # (OH, OW, K, C, u*v), a view: written through
 
     def column(ox):
-        strip = _column_strip(xt, ox, S, R)  # (C, H, R, B)
-        maps = _column_maps(dft, ox, (1, 2, 0))  # (OH, B, K)
-        for c in range(C):
-            out = dWc[:, ox, :, c].transpose(0, 2, 1)  # (OH, u*v, K), a view
-            xp.matmul(_channel_patches(strip, c, OH, S), maps, out=out)
+        patches = _column_patches(_column_strip(xt, ox, S, R), OH, S)  # (OH, u*c*v, B)
+        g = xp.matmul(patches, _column_maps(dft, ox, (1, 2, 0)))  # (OH, u*c*v, K): each dW[oy, ox]^T in (u, c, v) order
+        dW[:, ox] = g.reshape(OH, R, C, R, K).transpose(0, 4, 2, 1, 3)  # (OH, K, C, u, v)
 
     _run_in_order([partial(column, ox) for ox in range(OW)], 2 * OH * OW * K * C * R * R * B)
     return dW

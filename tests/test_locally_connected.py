@@ -146,6 +146,12 @@ def test_adjoint_groups_of_any_size_match_reference(monkeypatch, group, S):
     assert_matches(lc_transpose(df, Wt, S, (H, 9)), ref_transpose(df, Wt, S, (H, 9)), np.float64)
 
 
+@pytest.mark.parametrize("R, S, g", [(18, 2, 4), (18, 1, 7), (8, 2, 2), (5, 2, 1), (3, 1, 2), (1, 1, 1)])
+def test_group_size_keeps_the_zeros_under_a_quarter(R, S, g):
+    assert lc._group_size(R, S) == g
+    assert (g - 1) * S / (R + (g - 1) * S) <= 0.25  # the share of a group's product that is padding
+
+
 def test_grouped_weights_place_each_location_at_its_rows():
     """Group i holds W[i*g + j] at field rows j*S .. j*S + R and zeros elsewhere."""
     _, Wt, _ = draw(np.random.default_rng(8), np.float64, 1, 2, 3, 4, 2, 12, 6)  # OH = 5

@@ -50,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 
-from .backend import get_xp
+from .backend import get_xp, strided_view
 
 _POOL: ThreadPoolExecutor | None = None
 
@@ -207,12 +207,10 @@ def _column_patches(strip, n_rows: int, stride: int):
     Consecutive patches start S strip rows apart, so at stride 1 they overlap (a view can do
     that; a copy would be R times the strip).
     """
-    xp = get_xp(strip)
     H, C, R, B = strip.shape
     s_row, _, s_v, s_b = strip.strides  # bytes
-    return xp.lib.stride_tricks.as_strided(
-        strip, shape=(n_rows, R * C * R, B), strides=(stride * s_row, s_v, s_b)
-    )  # (OH, u*c*v, B), only read
+    shape, strides = (n_rows, R * C * R, B), (stride * s_row, s_v, s_b)
+    return strided_view(strip, shape, strides)  # (OH, u*c*v, B), only read
 
 
 def _column_maps(ft, ox: int, axes):

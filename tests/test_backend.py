@@ -1,0 +1,28 @@
+"""refimpl.backend's strided view: NumPy's fast path equals as_strided and stays in bounds."""
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import as_strided
+
+from refimpl.backend import strided_view
+
+
+def test_strided_view_equals_as_strided_and_shares_memory():
+    a = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
+    s0, s1, s2 = a.strides
+    shape, strides = (3, 10, 4), (2 * s0, 2 * s2, s2)  # overlapping rows, 2 floats apart
+    view = strided_view(a, shape, strides)
+    np.testing.assert_array_equal(view, as_strided(a, shape=shape, strides=strides))
+    assert np.shares_memory(view, a)
+
+
+def test_strided_view_refuses_to_reach_past_the_array():
+    a = np.zeros((4, 3), dtype=np.float64)
+    with pytest.raises((ValueError, TypeError)):
+        strided_view(a, (5, 3), a.strides)  # one row too many
+
+
+def test_strided_view_needs_a_contiguous_array():
+    a = np.zeros((4, 6))[:, ::2]
+    with pytest.raises(ValueError, match="contiguous"):
+        strided_view(a, (2, 3), a.strides)

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from .checks import check_array, check_params, check_same_dtype, check_shape
 from .local_filter import check_lc_weights
-from .locally_connected import lc_apply, lc_transpose, lc_weight_grad
+from .locally_connected import kernel_layout, lc_apply, lc_transpose, lc_weight_grad
 
 
 class LocalDecoderCache(NamedTuple):
@@ -48,6 +48,7 @@ def local_decoder_backward(dxhat, cache: LocalDecoderCache):
     OH, OW, K, C, R, _ = W2.shape
     check_array("dxhat", dxhat, ndim=4, layout="(B, C, H, W)")
     check_shape("dxhat", dxhat, (f.shape[0], C, H, W), "(B, C, H, W)")
-    df = lc_apply(dxhat, W2, S)  # the adjoint of overlap-add is the local filter itself
-    dW2 = lc_weight_grad(dxhat, f, S, R)
+    dxt = kernel_layout(dxhat)  # (C, H, W, B), for both products
+    df = lc_apply(dxhat, W2, S, xt=dxt)  # the adjoint of overlap-add is the local filter itself
+    dW2 = lc_weight_grad(dxhat, f, S, R, xt=dxt)
     return df, {"W2": dW2}

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from .checks import check_array, check_params, check_same_dtype, check_shape
 from .geometry import make_grid
-from .locally_connected import lc_apply, lc_transpose, lc_weight_grad
+from .locally_connected import kernel_layout, lc_apply, lc_transpose, lc_weight_grad
 
 W_LAYOUT = "(OH, OW, K, C, R, R)"
 
@@ -20,6 +20,7 @@ class LocalFilterCache(NamedTuple):
     x: Any  # (B, C, H, W) the input
     W1: Any  # (OH, OW, K, C, R, R)
     stride: int
+    xt: Any = None  # x in the kernels' layout, (C, H, W, B), kept for dW1 (None: made again)
 
 
 def check_lc_weights(name: str, W, in_shape: tuple, stride: int):
@@ -48,16 +49,18 @@ def local_filter_forward(x, params, *, stride: int):
     W1 = params["W1"]
     check_lc_weights("W1", W1, x.shape, stride)
     check_same_dtype(x=x, W1=W1)
-    f = lc_apply(x, W1, stride)
-    return f, LocalFilterCache(x, W1, stride)
+    xt = kernel_layout(x)  # (C, H, W, B): the forward and dW1 both read it
+    f = lc_apply(x, W1, stride, xt=xt)
+    return f, LocalFilterCache(x, W1, stride, xt)
 
 
 def local_filter_backward(df, cache: LocalFilterCache):
     """Backward of local filtering: df (B, K, OH, OW) -> dx (B, C, H, W), {"W1": dW1}."""
-    x, W1, S = cache
+    x, W1, S, xt = cache
     OH, OW, K, C, R, _ = W1.shape
     check_array("df", df, ndim=4, layout="(B, K, OH, OW)")
     check_shape("df", df, (x.shape[0], K, OH, OW), "(B, K, OH, OW)")
-    dx = lc_transpose(df, W1, S, x.shape[2:])  # W1 df, overlap-added onto the input plane
-    dW1 = lc_weight_grad(x, df, S, R)
+    dft = kernel_layout(df)  # (K, OH, OW, B), for both products
+    dx = lc_transpose(df, W1, S, x.shape[2:], ft=dft)  # W1 df, overlap-added onto the input plane
+    dW1 = lc_weight_grad(x, df, S, R, xt=xt, dft=dft)
     return dx, {"W1": dW1}

@@ -176,6 +176,12 @@ def _batch_last(a):
     return out.reshape(a.shape[1:] + (B,))  # (..., B)
 
 
+def kernel_layout(a):
+    """(B, ...) -> contiguous (..., B): ``a`` in the kernels' layout, to hand to several kernels
+    (their ``xt=`` / ``dft=`` / ``ft=`` arguments) so that its layout is changed only once."""
+    return _batch_last(a)
+
+
 def _batch_first(at):
     """(..., B) -> contiguous (B, ...): the inverse of :func:`_batch_last`, tiled the same way."""
     xp = get_xp(at)
@@ -229,16 +235,17 @@ def _weight_ucv(W, ox: int):
     return xp.ascontiguousarray(W[:, ox].transpose(0, 1, 3, 2, 4)).reshape(OH, K, -1)  # (OH, K, u*c*v)
 
 
-def lc_apply(x, W, stride: int):
+def lc_apply(x, W, stride: int, *, xt=None):
     """``f[b, k, oy, ox] = sum_{c,u,v} W[oy, ox, k, c, u, v] * x[b, c, oy*S + u, ox*S + v]``.
 
-    x: (B, C, H, W); W: (OH, OW, K, C, R, R) -> f: (B, K, OH, OW).
+    x: (B, C, H, W); W: (OH, OW, K, C, R, R) -> f: (B, K, OH, OW). ``xt``: x already in the
+    kernels' layout (:func:`kernel_layout`), if the caller has it.
     One batched product per column: ``f[:, :, oy, ox] = W[oy, ox] @ patch(oy, ox)`` for all oy.
     """
     xp = get_xp(x, W)
     OH, OW, K, C, R, _ = W.shape
     B, S = x.shape[0], stride
-    xt = _batch_last(x)  # (C, H, W, B)
+    xt = _batch_last(x) if xt is None else xt  # (C, H, W, B)
     ft = xp.empty((K, OH, OW, B), dtype=x.dtype)
 
     def column(ox):
@@ -282,11 +289,12 @@ def _grouped_weights(W, ox: int, g: int, stride: int):
     return A.reshape(G, g * K, C * Y * R)
 
 
-def lc_transpose(f, W, stride: int, out_hw: tuple[int, int]):
+def lc_transpose(f, W, stride: int, out_hw: tuple[int, int], *, ft=None):
     """The adjoint of :func:`lc_apply` (overlap-add):
     ``x[b, c, oy*S + u, ox*S + v] += W[oy, ox, k, c, u, v] * f[b, k, oy, ox]``.
 
-    f: (B, K, OH, OW); W: (OH, OW, K, C, R, R); out_hw = (H, W) -> x: (B, C, H, W).
+    f: (B, K, OH, OW); W: (OH, OW, K, C, R, R); out_hw = (H, W) -> x: (B, C, H, W). ``ft``: f
+    in the kernels' layout (:func:`kernel_layout`), if the caller has it.
     A column's locations go g = :func:`_group_size` at a time: one product ``A_i^T @ f_i`` (see
     :func:`_grouped_weights`) gives the whole field of group i, the group's own overlaps already
     summed, and that ``(C, Y, R, B)`` block is added into the image, C*Y contiguous runs of R*B.
@@ -305,7 +313,7 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int]):
     OH, OW, K, C, R, _ = W.shape
     B, S = f.shape[0], stride
     H, Wd = out_hw
-    ft = _batch_last(f)  # (K, OH, OW, B)
+    ft = _batch_last(f) if ft is None else ft  # (K, OH, OW, B)
     xt = xp.zeros((C, H, Wd, B), dtype=f.dtype)  # (C, H, W, B)
     g = min(_group_size(R, S), OH)
     G, Y = -(-OH // g), R + (g - 1) * S  # groups in a column; field rows a group covers
@@ -340,18 +348,19 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int]):
     return _batch_first(xt)  # (B, C, H, W)
 
 
-def lc_weight_grad(x, df, stride: int, field: int):
+def lc_weight_grad(x, df, stride: int, field: int, *, xt=None, dft=None):
     """The weight gradient of :func:`lc_apply`:
     ``dW[oy, ox, k, c, u, v] = sum_b df[b, k, oy, ox] * x[b, c, oy*S + u, ox*S + v]``.
 
-    x: (B, C, H, W); df: (B, K, OH, OW) -> dW: (OH, OW, K, C, R, R).
+    x: (B, C, H, W); df: (B, K, OH, OW) -> dW: (OH, OW, K, C, R, R). ``xt``, ``dft``: x and df
+    in the kernels' layout (:func:`kernel_layout`), if the caller has them.
     """
     xp = get_xp(x, df)
     B, C = x.shape[:2]
     _, K, OH, OW = df.shape
     R, S = field, stride
-    xt = _batch_last(x)  # (C, H, W, B)
-    dft = _batch_last(df)  # (K, OH, OW, B)
+    xt = _batch_last(x) if xt is None else xt  # (C, H, W, B)
+    dft = _batch_last(df) if dft is None else dft  # (K, OH, OW, B)
     dW = xp.empty((OH, OW, K, C, R, R), dtype=x.dtype)
 
     def column(ox):

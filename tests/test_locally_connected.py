@@ -281,3 +281,22 @@ def test_blas_threads_are_limited_inside_and_restored_after(monkeypatch):
         with pytest.raises(RuntimeError, match="a column failed"):
             lc_apply(x, Wt, 1)
         assert blas_threads() == before
+
+
+def test_inputs_already_in_the_kernels_layout_give_the_same_results():
+    """A caller that changes an array's layout once (kernel_layout) and hands it to several
+    kernels gets what each kernel computes on its own; an encoder cache made without the
+    batch-last input (xt=None) still works."""
+    from refimpl.local_filter import LocalFilterCache, local_filter_backward, local_filter_forward
+
+    x, Wt, df = draw(np.random.default_rng(11), np.float64, 3, 2, 3, 4, 2, 11, 9)
+    xt, dft = lc.kernel_layout(x), lc.kernel_layout(df)
+    assert xt.shape == (2, 11, 9, 3) and dft.shape == (3, 4, 3, 3)
+    np.testing.assert_array_equal(lc_apply(x, Wt, 2, xt=xt), lc_apply(x, Wt, 2))
+    np.testing.assert_array_equal(lc_transpose(df, Wt, 2, (11, 9), ft=dft), lc_transpose(df, Wt, 2, (11, 9)))
+    np.testing.assert_array_equal(lc_weight_grad(x, df, 2, 4, xt=xt, dft=dft), lc_weight_grad(x, df, 2, 4))
+    _, cache = local_filter_forward(x, {"W1": Wt}, stride=2)
+    dx, grads = local_filter_backward(df, cache)
+    dx0, grads0 = local_filter_backward(df, LocalFilterCache(x, Wt, 2))
+    np.testing.assert_array_equal(dx, dx0)
+    np.testing.assert_array_equal(grads["W1"], grads0["W1"])

@@ -119,7 +119,10 @@ def _small_ufunc_buffers():
         np.setbufsize(old)
 
 
-_MIN_THREADED_FLOPS = 64e6  # a kernel call with less work than this runs in the caller's thread
+# A kernel call with less work than this runs in the caller's thread. Measured here: the `mini`
+# config's calls (~17 MFLOP) were slower on two threads, `full`'s (80-90 MFLOP) about even, the
+# paper's shapes (100 MFLOP and more a call) faster (benchmarks/sublayers.py).
+_MIN_THREADED_FLOPS = 64e6
 
 
 def _run_in_order(tasks, flops: float) -> list:

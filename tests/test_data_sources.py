@@ -43,6 +43,20 @@ def test_pypi_sources_of_make_test_are_installed(name):
     assert get_source(name).installed(), get_source(name).install
 
 
+@pytest.mark.parametrize("path, person", [
+    ("/usr/share/orl/s1/1.pgm", 0),
+    ("/tmp/s4/clone/.venv/lib/orl_faces/s12/3.pgm", 11),  # an s<digits> folder higher up
+    ("C:\\s7\\data\\s40\\10.pgm".replace("\\", "/"), 39),
+])
+def test_orl_person_comes_from_the_images_own_folder(path, person):
+    assert readers.orl_person(path) == person
+
+
+def test_orl_person_refuses_an_image_outside_an_s_folder():
+    with pytest.raises(ValueError, match="folder named s<N>"):
+        readers.orl_person("/data/s3/faces/1.pgm")
+
+
 def test_counts_of_shipped_images():
     assert get_source("orl").n_images() == 400
     assert get_source("lfw-subset").n_images() == 200

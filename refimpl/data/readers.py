@@ -65,6 +65,18 @@ def read_photos(source: str) -> tuple[tuple[str, np.ndarray], ...]:
     return tuple((os.path.splitext(os.path.basename(p))[0], read_image(p)) for p in paths)
 
 
+def orl_person(path: str) -> int:
+    """The person (0..39) of an ORL image, from the folder it is in: ``.../s<N>/<k>.pgm`` is
+    person N - 1. Only that folder is read: a path such as ``/tmp/s4/...`` above it says
+    nothing (reading the first ``/s<digits>/`` of the whole path once gave every image to one
+    person)."""
+    folder = os.path.basename(os.path.dirname(path))
+    match = re.fullmatch(r"s(\d+)", folder)
+    if match is None:
+        raise ValueError(f"ORL image {path!r} is not in a folder named s<N>")
+    return int(match.group(1)) - 1
+
+
 @functools.lru_cache(maxsize=None)
 def read_orl() -> tuple[np.ndarray, np.ndarray]:
     """ORL faces: images (400, 112, 92) uint8 and person ids (400,) int in 0..39."""
@@ -73,7 +85,7 @@ def read_orl() -> tuple[np.ndarray, np.ndarray]:
 
     imgs, ids = [], []
     for p in paths:
-        person = int(re.search(r"[/\\]s(\d+)[/\\]", p).group(1)) - 1
+        person = orl_person(p)
         with Image.open(p) as im:
             imgs.append(np.asarray(im.convert("L"), dtype=np.uint8))
         ids.append(person)

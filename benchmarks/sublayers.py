@@ -19,7 +19,7 @@ and the share of L2 pooling and of LCN on their own.
 
 The process keeps the memory it frees (``refimpl.memory.retain_freed_memory``), as the
 ``catneuron`` CLI and simcluster's workers do: without it every call faults fresh pages in for
-its temporaries, which cost the small cases up to a third of their time here.
+its temporaries, which is dear on these VMs.
 
 Other processes share the cores, so the load average (``os.getloadavg()``) is recorded before and
 after each case and saved with the figures; ``--quiet-load 1.5`` waits for a quieter machine

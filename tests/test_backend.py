@@ -9,7 +9,7 @@ from refimpl.backend import strided_view
 
 def test_strided_view_equals_as_strided_and_shares_memory():
     a = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
-    s0, s1, s2 = a.strides
+    s0, _, s2 = a.strides
     shape, strides = (3, 10, 4), (2 * s0, 2 * s2, s2)  # overlapping rows, 2 floats apart
     view = strided_view(a, shape, strides)
     np.testing.assert_array_equal(view, as_strided(a, shape=shape, strides=strides))

@@ -12,10 +12,12 @@ from .backend import get_xp
 FLOAT_DTYPES = ("float32", "float64")
 
 
-def check_array(name: str, a, *, ndim: int | None = None, layout: str = "") -> None:
+def check_array(name: str, a, *, ndim: int | None = None, layout: str = "",
+                finite: bool = True) -> None:
     """Check that ``a`` is a finite float32/float64 array of rank ``ndim``.
 
-    ``layout`` (e.g. ``"(B, C, H, W)"``) is only used to make the message readable.
+    ``layout`` (e.g. ``"(B, C, H, W)"``) is only used to make the message readable. With
+    ``finite=False`` the values are left to :func:`check_finite_through`.
     """
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         raise TypeError(f"{name} must be an array, got {type(a).__name__}")
@@ -25,11 +27,33 @@ def check_array(name: str, a, *, ndim: int | None = None, layout: str = "") -> N
         raise ValueError(
             f"{name} must be {ndim}-D {layout}".rstrip() + f", got shape {tuple(a.shape)}"
         )
+    if finite:
+        _check_finite(name, a)
+
+
+def _check_finite(name: str, a) -> None:
     xp = get_xp(a)
     finite = xp.isfinite(a)
     if not bool(finite.all()):
         bad = int(a.size - int(xp.count_nonzero(finite)))
         raise ValueError(f"{name} contains NaN or inf ({bad} of {a.size} entries)")
+
+
+def check_finite_through(name: str, a, result) -> None:
+    """Raise the NaN/inf ``ValueError`` of :func:`check_array` for ``a``, by looking at ``result``.
+
+    For a product in which every entry of ``a`` is a factor of some term of ``result`` (the
+    weights of a locally connected layer and its output). IEEE arithmetic carries a NaN or inf
+    into every term it is in (``NaN * y`` and ``inf * 0`` are NaN, ``inf * y`` is inf) and every
+    sum with such a term is NaN or inf, so a finite ``result`` means a finite ``a``. The result
+    is the smaller array: the local filter's weights hold C*R*R / B times as many values as its
+    output (9.7 at the paper's C = 3, R = 18, B = 100). Only when ``result`` is not finite is
+    ``a`` itself read, to name it (or to find that ``result`` overflowed from finite values,
+    which is not an error of the input).
+    """
+    xp = get_xp(result)
+    if not bool(xp.isfinite(result).all()):
+        _check_finite(name, a)
 
 
 def check_shape(name: str, a, expected: tuple, layout: str) -> None:

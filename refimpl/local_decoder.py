@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .checks import check_array, check_params, check_same_dtype, check_shape
+from .checks import check_array, check_finite_through, check_params, check_same_dtype, check_shape
 from .local_filter import check_lc_weights
 from .locally_connected import kernel_layout, lc_apply, lc_transpose, lc_weight_grad
 
@@ -39,6 +39,7 @@ def local_decoder_forward(f, params, *, stride: int, out_size: tuple[int, int]):
     check_shape("f", f, (f.shape[0], *W2.shape[2:3], *W2.shape[:2]), "(B, K, OH, OW)")
     check_same_dtype(f=f, W2=W2)
     xhat = lc_transpose(f, W2, stride, tuple(out_size))
+    check_finite_through("W2", W2, xhat)  # every W2 entry is a factor of some xhat entry
     return xhat, LocalDecoderCache(f, W2, stride, tuple(out_size))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .checks import check_array, check_params, check_same_dtype, check_shape
+from .checks import check_array, check_finite_through, check_params, check_same_dtype, check_shape
 from .geometry import make_grid
 from .locally_connected import kernel_layout, lc_apply, lc_transpose, lc_weight_grad
 
@@ -24,8 +24,9 @@ class LocalFilterCache(NamedTuple):
 
 
 def check_lc_weights(name: str, W, in_shape: tuple, stride: int):
-    """Validate locally connected weights against the input they act on; return the grid."""
-    check_array(name, W, ndim=6, layout=W_LAYOUT)
+    """Validate locally connected weights against the input they act on; return the grid.
+    Their values are checked afterwards, on the layer's output (:func:`check_finite_through`)."""
+    check_array(name, W, ndim=6, layout=W_LAYOUT, finite=False)
     _, C, H, Wd = in_shape
     OH, OW, K, Cw, R, R2 = W.shape
     if R != R2:
@@ -51,6 +52,7 @@ def local_filter_forward(x, params, *, stride: int):
     check_same_dtype(x=x, W1=W1)
     xt = kernel_layout(x)  # (C, H, W, B): the forward and dW1 both read it
     f = lc_apply(x, W1, stride, xt=xt)
+    check_finite_through("W1", W1, f)  # every W1 entry is a factor of some f entry
     return f, LocalFilterCache(x, W1, stride, xt)
 
 

@@ -32,6 +32,35 @@ def test_non_finite_input_is_refused(name, bad):
         entry.forward(x, case.params, **case.hyper)
 
 
+WEIGHTED = [(name, key) for name in SUBLAYERS
+            for key in sorted(SUBLAYERS[name].case(np.random.default_rng(0), np.float64).params)]
+
+
+@pytest.mark.parametrize("name,key", WEIGHTED)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("zero_input", [False, True])
+def test_non_finite_weights_are_refused_wherever_they_are(name, key, bad, zero_input):
+    """Weights are checked through the layer's output (checks.check_finite_through): a NaN or
+    inf anywhere must still be found and named, also where it meets zeros (inf * 0)."""
+    entry = SUBLAYERS[name]
+    rng = np.random.default_rng(4)
+    case = entry.case(rng, np.float64)
+    x = np.zeros_like(case.x) if zero_input else case.x
+    for flat in rng.choice(case.params[key].size, size=6, replace=False):
+        params = {k: v.copy() for k, v in case.params.items()}
+        params[key].flat[flat] = bad
+        with pytest.raises(ValueError, match=rf"{key} contains NaN or inf \(1 of"):
+            entry.forward(x, params, **case.hyper)
+
+
+def test_an_output_that_overflows_from_finite_values_is_not_an_input_error():
+    x = np.full((2, 3, 10, 10), 1e30, dtype=np.float32)
+    w = np.full(W1.shape, 1e30, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        f, _ = local_filter_forward(x, {"W1": w}, stride=2)
+    assert np.isinf(f).all()
+
+
 @pytest.mark.parametrize("name", list(SUBLAYERS))
 @pytest.mark.parametrize("dtype", [np.int64, np.float16, np.complex128])
 def test_wrong_dtype_is_a_type_error(name, dtype):

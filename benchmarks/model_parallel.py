@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -52,6 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from refimpl.memory import retain_freed_memory  # noqa: E402
 from simcluster import Ping, ProcessGroup, Role, Tensor  # noqa: E402
 from simcluster import demo_roles  # noqa: E402
+
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 GOALS = {"startup_s": 5.0, "pss_total_gib": 2.0, "shm_gb_per_s": 3.0, "halo_round_ms": 20.0,
          "step_2x1_vs_single": 0.7}
@@ -367,8 +368,7 @@ def main() -> None:
         return
 
     load_before = os.getloadavg()
-    res = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                       "numpy": np.__version__, "load_before": load_before}, "goals": GOALS}
+    res = {"machine": machine_info(load_before=load_before), "goals": GOALS}
     res["startup"] = [startup(m, args.workers) for m in args.methods]
     res["bandwidth"] = bandwidth(args.sizes_mb, args.repeats, args.pipelined)
     res["round_trip"] = round_trip(2000)

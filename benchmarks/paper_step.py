@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -26,6 +25,8 @@ import numpy as np
 from refimpl.config import load_config
 from refimpl.model import init_params, model_backward, model_forward, param_count
 from refimpl.optim import adagrad_init, adagrad_update
+
+from machine import machine_info  # benchmarks/machine.py
 
 RESULTS = Path(__file__).resolve().parent / "results" / "paper_step.json"
 
@@ -72,8 +73,7 @@ def main() -> None:
         "seconds_per_step": round(step, 3), "images_per_s": round(args.batch / step, 3),
         "peak_rss_gib": round(peak_gib(), 3),
         "threads": os.environ.get("CATNEURON_THREADS", "default"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "numpy": np.__version__},
+        "machine": machine_info(),
     }
     print(f"adagrad  {timings['adagrad_s']:.1f} s\n"
           f"one step: {step:.1f} s for {args.batch} images = {result['images_per_s']:.2f} images/s; "

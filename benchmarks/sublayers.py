@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,6 +49,8 @@ from refimpl import (  # noqa: E402
 )
 from refimpl.locally_connected import _threads, lc_transpose, lc_weight_grad  # noqa: E402
 from refimpl.memory import retain_freed_memory  # noqa: E402
+
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sublayers.json"
 
@@ -250,9 +251,7 @@ def run(cfg: BenchConfig) -> dict:
     peak_end = gemm_peak(cfg.gemm_n, cfg.repeats)  # the peak again: did the load change?
     return {
         "config": asdict(cfg),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "numpy": np.__version__, "catneuron_threads": _threads(),
-                    "retains_freed_memory": retain_freed_memory()},
+        "machine": machine_info(catneuron_threads=_threads(), retains_freed_memory=retain_freed_memory()),
         "load_start": load_start, "load_end": os.getloadavg(),
         "gemm_peak": peak, "gemm_peak_end": peak_end,
         "cases": rows,

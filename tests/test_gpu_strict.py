@@ -134,7 +134,8 @@ def test_to_device_and_to_host_move_dicts_and_leave_scalars(x):
 
 
 def _window_sum_with_a_stray_np(a, w, stride):
-    """refimpl.windows.window_sum with the bug this suite exists for: ``np.zeros``, not ``xp.``."""
+    """refimpl.windows.window_sum's direct loop with the bug this suite exists for: ``np.zeros``,
+    not ``xp.``."""
     P, S = w.shape[0], stride
     OH, OW = (a.shape[-2] - P) // S + 1, (a.shape[-1] - P) // S + 1
     out = np.zeros((*a.shape[:-2], OH, OW), dtype=a.dtype)
@@ -148,6 +149,6 @@ def test_a_stray_np_passes_on_numpy_and_fails_on_the_stand_in():
     from refimpl.windows import window_sum
 
     a, w = np.random.default_rng(0).standard_normal((2, 3, 6, 6)), np.ones((3, 3))
-    np.testing.assert_array_equal(_window_sum_with_a_stray_np(a, w, 1), window_sum(a, w, 1))
+    np.testing.assert_allclose(_window_sum_with_a_stray_np(a, w, 1), window_sum(a, w, 1), rtol=1e-13)
     with pytest.raises(TypeError):
         _window_sum_with_a_stray_np(xp.asarray(a), w, 1)

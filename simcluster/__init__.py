@@ -53,6 +53,7 @@ The foundations every role runs on (issue 6, part 1):
 - :mod:`simcluster.faults`    FaultPlan / LinkModel: latency, bandwidth, drops, duplicates, crashes
 - :mod:`simcluster.transport` the one module every message passes through (inbox per process,
   faults injected here and nowhere else)
+- :mod:`simcluster.wire`      a message's bytes: arrays as raw bytes or shared-memory references
 - :mod:`simcluster.shm`       bulk arrays in shared memory: per-link pools of reusable segments
 - :mod:`simcluster.group`     ProcessGroup: start, watch and stop N role processes
 - :mod:`simcluster.logs`      every process's log records reach the parent's log

@@ -30,8 +30,14 @@ cannot deadlock, whatever the message size.
 (:mod:`simcluster.shm`): the sender copies the array into a reusable slot of its pool for that
 destination (or a one-off segment) and sends the small :class:`~simcluster.messages.ShmArray`
 reference; the receiver returns a view of the segment, without a copy. Small arrays travel as
-raw bytes inside the control message. Segments addressed to a process that died are removed as
-soon as the group learns of the death, and every segment of the run when the group shuts down.
+raw bytes inside the control message (how a message becomes bytes: :mod:`simcluster.wire`).
+Segments addressed to a process that died are removed as soon as the group learns of the death,
+and every segment of the run when the group shuts down.
+
+**The short path.** With no fault plan and tracing off, :meth:`Transport.send` encodes, frames
+and writes, and :meth:`Transport.recv` polls only when nothing it wants is queued: with 169
+processes taking turns on 2 cores, each message's Python work is paid with cold caches, and
+``benchmarks/model_parallel.py``'s halo round is mostly that work.
 
 **Faults** come from one :class:`~simcluster.faults.FaultPlan` and are applied here and nowhere
 else: the sender draws each work message's delivery time and number of copies from the link's
@@ -51,18 +57,16 @@ may also watch process sentinels (the parent does) and learn at once that a peer
 from __future__ import annotations
 
 import heapq
-import io
 import os
-import pickle
 import select
 import signal
 import socket
 import struct
-import threading
 import time
 from collections import deque
 from copy import deepcopy
 from dataclasses import fields, is_dataclass, replace
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -71,11 +75,15 @@ from .faults import FaultPlan, LinkState
 from .messages import Envelope, ShmArray, is_system
 from .shm import SHM_DIR, SHM_PREFIX, SegmentMaps, SegmentPool, segment_prefix, sweep  # noqa: F401
 from .trace import Tracer
+from .wire import WireError, decode, encode
 
 DEFAULT_SHM_THRESHOLD = 64 * 1024  # bytes; smaller arrays travel as raw bytes in the control message
-_HEADER = struct.Struct("!Q")  # frame = 8-byte big-endian length + _META + pickle of the message
-_META = struct.Struct("!iiqddB")  # src, dst, seq, sent_at, deliver_at, copies
+_HEADER = struct.Struct("!Q")  # frame = 8-byte big-endian length + _META + body (simcluster.wire)
+_META = struct.Struct("!iiqddBB")  # src, dst, seq, sent_at, deliver_at, copies, body encoding
+_HEAD = struct.Struct("!QiiqddBB")  # _HEADER and _META packed at once (the short path)
 _READ = 1 << 16
+_BIG = 1 << 16  # frames this long are written as header and rest, not joined into one copy
+_tuple_new = tuple.__new__  # builds an Envelope without its Python-level __new__
 
 
 class TransportError(RuntimeError):
@@ -118,8 +126,9 @@ def socket_path(rundir: str, node: int) -> str:
 class _Outgoing:
     """One connection to a peer's inbox and the bytes not yet written to it."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, park: Callable):
         self.sock = sock
+        self.park = park  # array -> ShmArray: parks it in a shared-memory slot for this peer
         self.pending: deque = deque()  # frames (bytes) not yet fully written
         self.offset = 0  # bytes of pending[0] already written
         self.link: LinkState | None = None
@@ -186,9 +195,8 @@ class Transport:
         self.stats = {"sent": 0, "received": 0, "bytes_sent": 0, "bytes_shm": 0, "dropped": 0,
                       "duplicated": 0, "recv_wait_s": 0.0}
         self.pool = SegmentPool(run_id, node)  # bulk arrays out
-        self._buf = io.BytesIO()  # each message is framed here, then copied out (getvalue)
-        self._pickler = _Pickler(self._buf, self, -1)
         self.maps = SegmentMaps()  # bulk arrays in
+        self._open_shm = self.maps.open
         self._work_sent = 0  # work messages sent (what Crash.after_sends counts)
         self._out: dict[int, _Outgoing] = {}
         self._in: dict[int, _Incoming] = {}  # fileno -> connection
@@ -215,7 +223,38 @@ class Transport:
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, dst: int, msg: Any) -> None:
-        """Send ``msg`` to node ``dst``. Never blocks; raises PeerUnreachable if ``dst`` is gone."""
+        """Send ``msg`` to node ``dst``. Never blocks; raises PeerUnreachable if ``dst`` is gone.
+
+        A perfect network with tracing off (no fault plan) takes the short path: encode, frame,
+        write. Everything else, faults included, goes through :meth:`_send`.
+        """
+        out = self._out.get(dst)
+        if out is None or out.pending or self.faults is not None or self.tracer.enabled or self.closed:
+            return self._send(dst, msg)
+        out.seq += 1
+        t = time.monotonic()
+        encoding, body, shm_bytes = encode(msg, out.park, self.shm_threshold)
+        if len(body) >= _BIG:
+            self._write(dst, out, _META.pack(self.node, dst, out.seq, t, t, 1, encoding), body)
+        else:
+            frame = _HEAD.pack(_META.size + len(body), self.node, dst, out.seq, t, t, 1, encoding) + body
+            try:
+                n = out.sock.send(frame)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                n = 0  # (the flush below finds the error again and reports it)
+            if n < len(frame):
+                out.pending.append(frame)
+                out.offset = n
+                self._flush(dst, out)
+        stats = self.stats
+        stats["sent"] += 1
+        stats["bytes_sent"] += _META.size + len(body) + shm_bytes
+        stats["bytes_shm"] += shm_bytes
+
+    def _send(self, dst: int, msg: Any) -> None:
+        """:meth:`send` through the fault plan, the crash plan and the tracer."""
         if self.closed:
             raise TransportError(f"{self.describe(self.node)}: send on a closed transport")
         system = count_send(self, msg)
@@ -238,24 +277,10 @@ class Transport:
             self.tracer.instant(f"drop {type(msg).__name__} to {self.describe(dst)}", t0,
                                 {"dst": dst, "seq": out.seq})
             return
-        # on the wire: the Envelope's fields packed by struct, then the message pickled with its
-        # arrays as raw bytes or shared-memory references (_Pickler)
-        buf, pickler = self._buf, self._pickler  # reused: one of each per transport
-        buf.seek(0)
-        buf.truncate()
-        buf.write(_META.pack(self.node, dst, out.seq, t0, deliver_at, copies))
-        pickler.dst, pickler.shm_bytes = dst, 0
-        try:
-            pickler.dump(msg)
-        finally:
-            pickler.clear_memo()
-        data = buf.getvalue()
-        shm_bytes = pickler.shm_bytes
-        nbytes = len(data) + shm_bytes
-        out.pending.append(_HEADER.pack(len(data)) + data if len(data) < 65536 else _HEADER.pack(len(data)))
-        if len(data) >= 65536:
-            out.pending.append(data)  # large: not copied again
-        self._flush(dst, out)
+        # on the wire: the Envelope's fields packed by struct, then the body (simcluster.wire)
+        encoding, body, shm_bytes = encode(msg, out.park, self.shm_threshold)
+        nbytes = _META.size + len(body) + shm_bytes
+        self._write(dst, out, _META.pack(self.node, dst, out.seq, t0, deliver_at, copies, encoding), body)
         self.stats["sent"] += 1
         self.stats["bytes_sent"] += nbytes
         self.stats["bytes_shm"] += shm_bytes
@@ -264,6 +289,16 @@ class Transport:
         if self.tracer.enabled:
             self.tracer.message("send", type(msg).__name__, self.describe(dst), t0, time.monotonic(),
                                 self.node, out.seq, nbytes)
+
+    def _write(self, dst: int, out: _Outgoing, meta: bytes, body: bytes) -> None:
+        """Queue one frame on ``out`` and write what the socket takes now."""
+        n = len(meta) + len(body)
+        if n < _BIG:
+            out.pending.append(_HEADER.pack(n) + meta + body)
+        else:  # large: not joined into one more copy
+            out.pending.append(_HEADER.pack(n) + meta)
+            out.pending.append(body)
+        self._flush(dst, out)
 
     def _connection(self, dst: int) -> _Outgoing:
         out = self._out.get(dst)
@@ -277,7 +312,7 @@ class Transport:
                 raise PeerUnreachable(f"{self.describe(self.node)} cannot reach the inbox of "
                                       f"{self.describe(dst)}: {err}") from None
             sock.setblocking(False)
-            out = self._out[dst] = _Outgoing(sock)
+            out = self._out[dst] = _Outgoing(sock, partial(self.pool.park, dst=dst))
         return out
 
     def _flush(self, dst: int, out: _Outgoing) -> None:
@@ -351,32 +386,33 @@ class Transport:
             raise ValueError(f"recv timeout must be a number of seconds >= 0, got {timeout!r}")
         t0 = time.monotonic()
         deadline = t0 + timeout
+        polled = False
         while True:
             env = self._take(where) if self._due or self._held else None
-            if env is None:  # (when a message is already due, skip the system call)
-                self._poll(0.0)
-                env = self._take(where)
-            if env is None and self._deaths:
-                raise self._deaths.pop(0)
             if env is not None:
                 t1 = time.monotonic()
                 self.stats["received"] += 1
                 self.stats["recv_wait_s"] += t1 - t0
-                self.tracer.message("recv", type(env.body).__name__, self.describe(env.src), t0, t1,
-                                    env.src, env.seq, env.nbytes, env.deliver_at - env.sent_at)
+                if self.tracer.enabled:
+                    self.tracer.message("recv", type(env.body).__name__, self.describe(env.src), t0,
+                                        t1, env.src, env.seq, env.nbytes, env.deliver_at - env.sent_at)
                 return env
+            if self._deaths:  # (only once the messages that arrived before the death are taken)
+                raise self._deaths.pop(0)
             now = time.monotonic()
-            if now >= deadline:
+            if polled and now >= deadline:
                 raise RecvTimeout(f"{self.describe(self.node)}: no message within {timeout:g} s")
             wake = deadline
             if self._held:
                 wake = min(wake, self._held[0][0])
-            self._poll(max(0.0, wake - now))
+            self._poll(max(0.0, wake - now))  # returns at once if anything is readable already
+            polled = True
 
     def _take(self, where) -> Envelope | None:
-        now = time.monotonic()
-        while self._held and self._held[0][0] <= now:
-            self._due.append(heapq.heappop(self._held)[2])
+        if self._held:
+            now = time.monotonic()
+            while self._held and self._held[0][0] <= now:
+                self._due.append(heapq.heappop(self._held)[2])
         for i, env in enumerate(self._due):
             if where is None or where(env):
                 del self._due[i]
@@ -385,7 +421,12 @@ class Transport:
 
     def _poll(self, timeout: float) -> None:
         died = []
-        for fd, (kind, arg) in self._sel.select(timeout):
+        registered = self._sel.data
+        for fd, _ in self._sel.epoll.poll(timeout):
+            entry = registered.get(fd)
+            if entry is None:  # unregistered since (a hang-up handled earlier in this batch)
+                continue
+            kind, arg = entry
             if kind == "read":
                 self._read(fd)
             elif kind == "accept":
@@ -469,12 +510,14 @@ class Transport:
             del self._in[fd]
 
     def _arrive(self, data, frame_bytes: int) -> None:
-        src, dst, seq, sent_at, deliver_at, copies = _META.unpack_from(data)
-        _receiving.maps, _receiving.shm_bytes = self.maps, 0
-        body = pickle.loads(data[_META.size:])
-        nbytes = frame_bytes + _receiving.shm_bytes
-        if copies == 1 and not self._held and deliver_at <= time.monotonic():
-            self._due.append(Envelope(src, dst, seq, sent_at, deliver_at, 1, nbytes, body))
+        src, dst, seq, sent_at, deliver_at, copies, encoding = _META.unpack_from(data)
+        try:
+            body, shm_bytes = decode(encoding, data[_META.size:], self._open_shm)
+        except WireError as err:
+            raise TransportError(str(err)) from None
+        nbytes = frame_bytes + shm_bytes
+        if copies == 1 and not self._held and (deliver_at == sent_at or deliver_at <= time.monotonic()):
+            self._due.append(_tuple_new(Envelope, (src, dst, seq, sent_at, deliver_at, 1, nbytes, body)))
             return  # the common case, no faults: due at once, nothing held before it
         for copy in range(copies):
             self._arrivals += 1
@@ -549,40 +592,3 @@ def _poisoned(obj: Any) -> Any:
         new = {f.name: _poisoned(getattr(obj, f.name)) for f in fields(obj)}
         return obj if all(new[k] is getattr(obj, k) for k in new) else replace(obj, **new)
     return obj
-
-
-class _Pickler(pickle.Pickler):
-    """Pickles a message; NumPy arrays are reduced by hand: large ones are parked in shared memory
-    (rebuilt by :func:`_open_shm`), small ones travel as raw bytes (:func:`_raw_array`; 4x cheaper
-    than NumPy's own pickling, which matters for thousands of 4 KB halos). ``reducer_override``
-    is not even called for ints, floats, strings and the like, so plain fields cost nothing."""
-
-    def __init__(self, file, transport: "Transport", dst: int):
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.transport = transport
-        self.dst = dst
-        self.shm_bytes = 0
-
-    def reducer_override(self, obj):
-        if type(obj) is not np.ndarray or obj.dtype == object:
-            return NotImplemented
-        if obj.nbytes >= self.transport.shm_threshold:
-            self.shm_bytes += obj.nbytes
-            return _open_shm, (self.transport.pool.park(obj, self.dst),)
-        return _raw_array, (obj.dtype.str, obj.shape, obj.tobytes())
-
-
-_receiving = threading.local()  # the receiving transport's SegmentMaps while a message is unpickled
-
-
-def _raw_array(dtype: str, shape: tuple, data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape).copy()
-
-
-def _open_shm(ref: ShmArray) -> np.ndarray:
-    """A shared-memory array, as a view of its segment (see simcluster.shm)."""
-    _receiving.shm_bytes += ref.nbytes
-    try:
-        return _receiving.maps.open(ref)
-    except FileNotFoundError:
-        raise TransportError(f"shared-memory segment {ref.name} vanished before it was read") from None

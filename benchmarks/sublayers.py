@@ -11,6 +11,9 @@ Shapes (issue 2): batch B = 100, C = 3 channels, R = 18 fields, K = 8 maps, inpu
 FLOPs are counted as useful multiply-adds, 2 * B * OH * OW * K * C * R * R per pass (forward, dx,
 dW each), so every implementation is charged the same work. The GEMM peak is NumPy's float32
 ``(2048 x 2048) @ (2048 x 2048)`` with BLAS's default threads (and with one thread, for reference).
+For scale, the run also times the product every location of the forward makes, alone, on one
+thread: ``(K x C*R*R) @ (C*R*R x B)`` over an operand that stays in cache, as a column's patches do
+(``location_product``). With K = 8 rows it cannot use a GEMM kernel the way a square product does.
 
 A stage is local filter + decoder + L2 pooling (5x5, stride 1) + LCN (5x5) + eq. 1, forward and
 backward (``objective_forward/backward`` with LCN's gradient fed back as ``dp_extra``). We report
@@ -226,10 +229,26 @@ def wait_for_quiet(cfg: BenchConfig) -> float:
     return time.monotonic() - t0
 
 
+def location_product(cfg: BenchConfig, n: int = 16) -> dict:
+    """One thread's GFLOP/s on ``n`` locations' forward products ``(K, C*R*R) @ (C*R*R, B)``, one
+    batched matmul over one patch (in cache, as a column's overlapping patches are)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(cfg.seed)
+    K, N, B = cfg.maps, cfg.channels * cfg.field**2, cfg.batch
+    w = rng.standard_normal((n, K, N), dtype=np.float32)
+    patch = rng.standard_normal((1, N, B), dtype=np.float32)  # broadcast over the n products
+    out = np.empty((n, K, B), dtype=np.float32)
+    with threadpool_limits(limits=1, user_api="blas"):
+        t, _ = median_time(lambda: np.matmul(w, patch, out=out), 5 * cfg.repeats)
+    return {"shape": [K, N, B], "locations": n, "gflops_1thread": 2.0 * n * K * N * B / t / 1e9}
+
+
 def run(cfg: BenchConfig) -> dict:
     wait_for_quiet(cfg)
     load_start = os.getloadavg()
     peak = gemm_peak(cfg.gemm_n, cfg.repeats)
+    product = location_product(cfg)
     rows = []
     for size, stride in tqdm(cfg.cases, desc="cases", unit="case"):
         flops, oh = lc_flops(cfg, size, stride)
@@ -253,7 +272,7 @@ def run(cfg: BenchConfig) -> dict:
         "config": asdict(cfg),
         "machine": machine_info(catneuron_threads=_threads(), retains_freed_memory=retain_freed_memory()),
         "load_start": load_start, "load_end": os.getloadavg(),
-        "gemm_peak": peak, "gemm_peak_end": peak_end,
+        "gemm_peak": peak, "gemm_peak_end": peak_end, "location_product": product,
         "cases": rows,
     }
 
@@ -263,6 +282,10 @@ def report(res: dict) -> None:
     print(f"float32 GEMM peak {peak['gflops']:.0f} GFLOP/s ({peak['gflops_1thread']:.0f} on one thread;"
           f" {res['gemm_peak_end']['gflops']:.0f} at the end);"
           f" load {res['load_start'][0]:.2f} -> {res['load_end'][0]:.2f}")
+    lp = res["location_product"]
+    print(f"one location's product ({lp['shape'][0]} x {lp['shape'][1]}) @ ({lp['shape'][1]} x "
+          f"{lp['shape'][2]}) alone: {lp['gflops_1thread']:.0f} GFLOP/s on one thread"
+          f" ({100 * lp['gflops_1thread'] / peak['gflops_1thread']:.0f}% of that thread's peak)")
     print(f"{'size':>4} {'S':>2} {'fwd':>6} {'dx':>6} {'dW':>6} {'total':>6} {'%peak':>6}"
           f" {'torch':>6} {'x torch':>7} {'outside':>8} {'pool':>6} {'lcn':>6} {'load':>5}   (GFLOP/s)")
     for r in res["cases"]:

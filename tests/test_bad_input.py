@@ -39,6 +39,7 @@ WEIGHTED = [(name, key) for name in SUBLAYERS
 @pytest.mark.parametrize("name,key", WEIGHTED)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("zero_input", [False, True])
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf * 0, on the way
 def test_non_finite_weights_are_refused_wherever_they_are(name, key, bad, zero_input):
     """Weights are checked through the layer's output (checks.check_finite_through): a NaN or
     inf anywhere must still be found and named, also where it meets zeros (inf * 0)."""

@@ -272,7 +272,7 @@ def _group_size(field: int, stride: int) -> int:
     return _GROUP or 1 + field // (3 * stride)
 
 
-def _grouped_weights(W, ox: int, g: int, stride: int):
+def _grouped_weights(W, ox: int, g: int, stride: int, out=None):
     """Column ``ox`` of W as the adjoint's grouped matrices, one per ``g`` neighbouring locations.
 
     W (OH, OW, K, C, R, R) -> (G, g*K, C*Y*R), G = ceil(OH / g), Y = R + (g-1)*S. Group i's
@@ -280,12 +280,14 @@ def _grouped_weights(W, ox: int, g: int, stride: int):
     j*S .. j*S + R of the Y rows the group covers together, zeros elsewhere (and for locations
     past OH). Its transpose maps the group's maps to its field: one product does the group's
     overlap-add. Each (u, v) block of W is one contiguous run here.
+    ``out``: the previous column's matrices, to refill: the zeros are in the same places for every
+    column, so only W's blocks are written again.
     """
     xp = get_xp(W)
     OH, _, K, C, R, _ = W.shape
     S = stride
     G, Y = -(-OH // g), R + (g - 1) * S
-    A = xp.zeros((G, g, K, C, Y, R), dtype=W.dtype)
+    A = xp.zeros((G, g, K, C, Y, R), dtype=W.dtype) if out is None else out.reshape(G, g, K, C, Y, R)
     for j in range(g):
         n = len(range(j, OH, g))
         A[:n, j, :, :, j * S : j * S + R] = W[j::g, ox]  # (n, K, C, u, v)
@@ -328,8 +330,10 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int], *, ft=None):
         acc = xt[:, :, :width] if x0 == 0 else xp.zeros((C, H, width, B), dtype=f.dtype)
         products = xp.empty((min(chunk, G), C * Y * R, B), dtype=f.dtype)
         fc = xp.zeros((G * g, K, B), dtype=f.dtype)  # the column's maps, zero past OH
+        A = None
         for ox in cols:
-            At = _grouped_weights(W, ox, g, S).transpose(0, 2, 1)  # (G, c*y*v, g*K), a view
+            A = _grouped_weights(W, ox, g, S, out=A)  # (G, g*K, c*y*v)
+            At = A.transpose(0, 2, 1)  # (G, c*y*v, g*K), a view
             fc[:OH] = ft[:, :, ox].transpose(1, 0, 2)  # (OH, K, B)
             fg = fc.reshape(G, g * K, B)
             v0 = ox * S - x0

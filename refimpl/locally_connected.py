@@ -152,9 +152,11 @@ def _run_all(tasks) -> list:
         return [task() for task in tasks]
 
 
-# The layout changes copy (images, values) tiles of these sizes (measured best here, 2 cores).
-_TILE_LAST = (8, 4096)  # (B, N) -> (N, B): 8 images' rows of 16 KB
-_TILE_FIRST = (32, 512)  # (N, B) -> (B, N)
+# The layout changes copy (images, values) tiles of these sizes: the best of a sweep at 1.2-20 MB
+# on the Intel machine of benchmarks/results/sublayers.json (the AMD one before it preferred
+# (8, 4096) for _TILE_LAST; here that was 10-50% slower).
+_TILE_LAST = (32, 512)  # (B, N) -> (N, B): 32 images' rows of 2 KB
+_TILE_FIRST = (100, 512)  # (N, B) -> (B, N)
 _CACHED_BYTES = 1 << 20  # arrays up to this size (about an L2 cache) are copied in one go
 
 

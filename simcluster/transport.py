@@ -503,7 +503,7 @@ class Transport:
             view.release()
             if buf is conn.buf:
                 del conn.buf[:off]  # (off == 0 while a large frame accumulates: no copy)
-            else:
+            elif off < len(buf):  # (conn.buf is empty: it was, to take this branch)
                 conn.buf = bytearray(buf[off:])
         if eof:  # the writer closed or died; a torn last frame is discarded with the connection
             self._sel.unregister(fd)

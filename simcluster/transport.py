@@ -72,7 +72,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .faults import FaultPlan, LinkState
-from .messages import Envelope, ShmArray, is_system
+from .messages import Envelope, is_system
 from .shm import SHM_DIR, SHM_PREFIX, SegmentMaps, SegmentPool, segment_prefix, sweep  # noqa: F401
 from .trace import Tracer
 from .wire import WireError, decode, encode

@@ -15,12 +15,13 @@ Two encodings (the frame's header says which)::
              pickled whole, arrays found anywhere by the pickler's ``reducer_override``
 
 Both give the receiver the same message. FLAT exists for speed: with 169 processes taking turns
-on 2 cores, every message's Python work is paid with cold caches, and the flat body is built
-with a third of the Python work: no callback per pickled object, the class named by a string
-(pickle would import its module to check it, twice per message), small arrays as bytearrays
+on 2 cores, every message's Python work is paid with cold caches, and the flat body takes about
+half the Python work: no callback per pickled object, the class named by a string (pickle
+would look its module up when pickling and again when unpickling), small arrays as bytearrays
 that the receiver's arrays keep as their memory (no copy). A message is rebuilt as pickle
 rebuilds a dataclass, ``__new__`` then its ``__dict__``, without running ``__init__`` again (it
-was checked where it was made).
+was checked where it was made); so a class that pickles itself its own way (``__reduce__``,
+``__getstate__``, ``__setstate__``) or has no ``__dict__`` (slots) is always GENERAL.
 """
 
 from __future__ import annotations
@@ -88,13 +89,22 @@ _DSTRS: dict[np.dtype, str] = {}
 
 
 def _name(cls: type) -> str:
-    """The FLAT name of a dataclass ("module:QualName"), or "" for any other type."""
-    if not hasattr(cls, "__dataclass_fields__"):
+    """The FLAT name of a dataclass ("module:QualName"), or "" for a type that is not FLAT."""
+    if not _rebuilt_from_dict(cls):
         _NAMES[cls] = ""
         return ""
     name = _NAMES[cls] = f"{cls.__module__}:{cls.__qualname__}"
     _CLASSES[name] = cls
     return name
+
+
+def _rebuilt_from_dict(cls: type) -> bool:
+    """Whether pickle would rebuild an instance of ``cls`` from ``__new__`` and its ``__dict__``:
+    a dataclass with instance dicts and no pickling of its own."""
+    return (hasattr(cls, "__dataclass_fields__") and "__slots__" not in vars(cls)
+            and cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
+            and getattr(cls, "__getstate__", None) is getattr(object, "__getstate__", None)
+            and not hasattr(cls, "__setstate__"))
 
 
 def _class(name: str) -> type:

@@ -133,6 +133,31 @@ def _leaves(obj):
         yield obj
 
 
+@dataclass(frozen=True)
+class Custom:
+    """Pickles itself its own way: FLAT must not bypass that."""
+    value: Any
+
+    def __reduce__(self):
+        return Custom, (("rebuilt", self.value),)
+
+
+@dataclass(frozen=True, slots=True)
+class Slotted:
+    value: Any
+
+
+@pytest.mark.parametrize("msg,expect", [(Custom(np.ones(2)), ("rebuilt",)), (Slotted(np.ones(2)), None)])
+def test_classes_that_pickle_their_own_way_or_have_slots_are_general(msg, expect):
+    encoding, out, _ = roundtrip(msg)
+    assert encoding == wire.GENERAL
+    if expect is None:
+        np.testing.assert_array_equal(out.value, msg.value)
+    else:
+        assert out.value[0] == "rebuilt"
+        np.testing.assert_array_equal(out.value[1], msg.value)
+
+
 def test_a_message_that_is_not_flat_parks_each_array_once():
     """FLAT gives up before parking anything, so the GENERAL body parks every array once."""
     big, other = np.ones(1000), np.zeros(1000)

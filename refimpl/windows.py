@@ -20,16 +20,28 @@ import numpy as np
 from .backend import get_xp
 
 
-def separable(w) -> tuple[list[float], list[float]] | None:
+_SEPARABLE: dict = {}  # (shape, bytes) of a window -> separable()'s answer: the model asks often
+
+
+def separable(w) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """``(r, c)`` with ``w[u, v] == r[u] * c[v]`` (to rounding), or None if ``w`` is not rank one."""
     w = np.asarray(w, dtype=np.float64)
+    key = (w.shape, w.tobytes())
+    if key not in _SEPARABLE:
+        if len(_SEPARABLE) >= 64:
+            _SEPARABLE.clear()
+        _SEPARABLE[key] = _factor(w)
+    return _SEPARABLE[key]
+
+
+def _factor(w: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     i, j = np.unravel_index(np.argmax(np.abs(w)), w.shape)
     if w[i, j] == 0:
         return None
     r, c = w[:, j], w[i, :] / w[i, j]
     if not np.allclose(np.outer(r, c), w, rtol=1e-13, atol=0):
         return None
-    return [float(x) for x in r], [float(x) for x in c]
+    return tuple(float(x) for x in r), tuple(float(x) for x in c)
 
 
 def _along(a, axis: int, start: int, n: int, S: int):

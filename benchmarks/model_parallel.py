@@ -28,7 +28,7 @@ Writes ``benchmarks/results/model_parallel.json``. Figures (issue 6, transport p
 
 Goals (issue 6): 169 ready <= 5 s and <= 2 GiB; >= 3 GB/s; a halo round <= 20 ms; a 2x1 step
 <= 0.7x the single process. The last is judged on the last (largest) config: on ``mini`` a
-step is ~20 ms of many small operations, whose fixed costs each partition pays in full, so
+step is 13-20 ms (by machine) of many small operations, whose fixed costs each partition pays in full, so
 halving the work does not halve the time. The machine has 2 cores that other jobs may share:
 the load average is saved with the figures. Every process (the single one and the workers)
 keeps its freed memory for the next step (:mod:`refimpl.memory`).

@@ -124,7 +124,8 @@ class Context:
     """What a role function gets: its identity, the transport, a tracer and a logger.
 
     ``transport`` is anything with :class:`~simcluster.transport.Transport`'s ``send``, ``recv``
-    and ``step`` (the Ray backend passes its own), so role functions run unchanged on either."""
+    and ``step`` (the Ray backend passes its own), so role functions run unchanged on either.
+    ``ctx.send(dst, msg)`` is the transport's own ``send``."""
 
     def __init__(self, node: int, roster: dict, transport: Transport, tracer: Tracer):
         self.node = node
@@ -140,9 +141,6 @@ class Context:
             if rr == (role, rank):
                 return node
         raise ValueError(f"no {role} {rank} in this group")
-
-    def send(self, dst: int, msg: Any) -> None:  # (replaced by transport.send in __init__)
-        self.transport.send(dst, msg)
 
     def recv(self, timeout: float = 60.0, where: Callable[[Envelope], bool] | None = None) -> Envelope:
         return self.transport.recv(timeout, where)

@@ -15,6 +15,10 @@ For scale, the run also times the product every location of the forward makes, a
 thread: ``(K x C*R*R) @ (C*R*R x B)`` over an operand that stays in cache, as a column's patches do
 (``location_product``). With K = 8 rows it cannot use a GEMM kernel the way a square product does.
 
+``bwd`` is the layer's whole backward (``local_filter_backward``): dx and dW together, which run
+at once on two threads (``refimpl.locally_connected.run_pair``), where the ``dx`` and ``dW``
+columns time each kernel alone, splitting its own columns over the threads.
+
 A stage is local filter + decoder + L2 pooling (5x5, stride 1) + LCN (5x5) + eq. 1, forward and
 backward (``objective_forward/backward`` with LCN's gradient fed back as ``dp_extra``). We report
 how much of a stage's time is spent outside the locally connected products (filter + decoder),
@@ -130,6 +134,8 @@ def bench_refimpl(cfg: BenchConfig, size: int, stride: int) -> dict:
     t_fwd, s_fwd = median_time(lambda: local_filter_forward(x, {"W1": W1}, stride=stride), cfg.repeats)
     t_dx, s_dx = median_time(lambda: lc_transpose(df, W1, stride, (size, size)), cfg.repeats)
     t_dw, s_dw = median_time(lambda: lc_weight_grad(x, df, stride, R), cfg.repeats)
+    _, cache = local_filter_forward(x, {"W1": W1}, stride=stride)
+    t_bwd, s_bwd = median_time(lambda: local_filter_backward(df, cache), cfg.repeats)  # dx + dW
 
     def fwd_bwd():
         _, cache = local_filter_forward(x, {"W1": W1}, stride=stride)
@@ -137,11 +143,11 @@ def bench_refimpl(cfg: BenchConfig, size: int, stride: int) -> dict:
 
     t_all, s_all = median_time(fwd_bwd, cfg.repeats)
     return {
-        "seconds": {"forward": t_fwd, "dx": t_dx, "dW": t_dw, "total": t_all},
-        "samples": {"forward": s_fwd, "dx": s_dx, "dW": s_dw, "total": s_all},
+        "seconds": {"forward": t_fwd, "dx": t_dx, "dW": t_dw, "backward": t_bwd, "total": t_all},
+        "samples": {"forward": s_fwd, "dx": s_dx, "dW": s_dw, "backward": s_bwd, "total": s_all},
         "gflops": {
             "forward": flops / t_fwd / 1e9, "dx": flops / t_dx / 1e9, "dW": flops / t_dw / 1e9,
-            "total": 3 * flops / t_all / 1e9,
+            "backward": 2 * flops / t_bwd / 1e9, "total": 3 * flops / t_all / 1e9,
         },
     }
 
@@ -286,7 +292,7 @@ def report(res: dict) -> None:
     print(f"one location's product ({lp['shape'][0]} x {lp['shape'][1]}) @ ({lp['shape'][1]} x "
           f"{lp['shape'][2]}) alone: {lp['gflops_1thread']:.0f} GFLOP/s on one thread"
           f" ({100 * lp['gflops_1thread'] / peak['gflops_1thread']:.0f}% of that thread's peak)")
-    print(f"{'size':>4} {'S':>2} {'fwd':>6} {'dx':>6} {'dW':>6} {'total':>6} {'%peak':>6}"
+    print(f"{'size':>4} {'S':>2} {'fwd':>6} {'dx':>6} {'dW':>6} {'bwd':>6} {'total':>6} {'%peak':>6}"
           f" {'torch':>6} {'x torch':>7} {'outside':>8} {'pool':>6} {'lcn':>6} {'load':>5}   (GFLOP/s)")
     for r in res["cases"]:
         g = r["refimpl"]["gflops"]
@@ -295,7 +301,7 @@ def report(res: dict) -> None:
         nan = float("nan")
         torch_g = t["gflops"]["total"] if t else nan
         print(f"{r['size']:>4} {r['stride']:>2} {g['forward']:>6.1f} {g['dx']:>6.1f} {g['dW']:>6.1f}"
-              f" {g['total']:>6.1f} {100 * r['fraction_of_peak']:>5.1f}% {torch_g:>6.2f}"
+              f" {g.get('backward', nan):>6.1f} {g['total']:>6.1f} {100 * r['fraction_of_peak']:>5.1f}% {torch_g:>6.2f}"
               f" {r.get('ratio_to_torch', nan):>6.1f}x"
               f" {100 * st.get('share_outside_filter_decoder', nan):>7.1f}%"
               f" {100 * st.get('share_l2pool', nan):>5.1f}% {100 * st.get('share_lcn', nan):>5.1f}%"

@@ -7,11 +7,12 @@ overlapping fields add (overlap-add, the transpose connectivity of local filteri
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 from .checks import check_array, check_finite_through, check_params, check_same_dtype, check_shape
 from .local_filter import check_lc_weights
-from .locally_connected import kernel_layout, lc_apply, lc_transpose, lc_weight_grad
+from .locally_connected import kernel_layout, lc_apply, lc_transpose, lc_weight_grad, run_pair
 
 
 class LocalDecoderCache(NamedTuple):
@@ -50,6 +51,8 @@ def local_decoder_backward(dxhat, cache: LocalDecoderCache):
     check_array("dxhat", dxhat, ndim=4, layout="(B, C, H, W)")
     check_shape("dxhat", dxhat, (f.shape[0], C, H, W), "(B, C, H, W)")
     dxt = kernel_layout(dxhat)  # (C, H, W, B), for both products
-    df = lc_apply(dxhat, W2, S, xt=dxt)  # the adjoint of overlap-add is the local filter itself
-    dW2 = lc_weight_grad(dxhat, f, S, R, xt=dxt)
+    df, dW2 = run_pair(  # independent: on two threads at once when worth it
+        partial(lc_apply, dxhat, W2, S, xt=dxt),  # the adjoint of overlap-add is the local filter
+        partial(lc_weight_grad, dxhat, f, S, R, xt=dxt),
+        flops=4 * f.size * C * R * R)
     return df, {"W2": dW2}

@@ -7,11 +7,12 @@ the nonlinearity of a stage comes from L2 pooling and LCN.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 from .checks import check_array, check_finite_through, check_params, check_same_dtype, check_shape
 from .geometry import make_grid
-from .locally_connected import kernel_layout, lc_apply, lc_transpose, lc_weight_grad
+from .locally_connected import kernel_layout, lc_apply, lc_transpose, lc_weight_grad, run_pair
 
 W_LAYOUT = "(OH, OW, K, C, R, R)"
 
@@ -63,6 +64,8 @@ def local_filter_backward(df, cache: LocalFilterCache):
     check_array("df", df, ndim=4, layout="(B, K, OH, OW)")
     check_shape("df", df, (x.shape[0], K, OH, OW), "(B, K, OH, OW)")
     dft = kernel_layout(df)  # (K, OH, OW, B), for both products
-    dx = lc_transpose(df, W1, S, x.shape[2:], ft=dft)  # W1 df, overlap-added onto the input plane
-    dW1 = lc_weight_grad(x, df, S, R, xt=xt, dft=dft)
+    dx, dW1 = run_pair(  # independent: on two threads at once when worth it
+        partial(lc_transpose, df, W1, S, x.shape[2:], ft=dft),  # W1 df, overlap-added onto the plane
+        partial(lc_weight_grad, x, df, S, R, xt=xt, dft=dft),
+        flops=4 * df.size * C * R * R)
     return dx, {"W1": dW1}

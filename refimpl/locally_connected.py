@@ -39,14 +39,15 @@ of ours oversubscribe the cores, and on a busy machine the small products then s
 50-fold (see benchmarks/sublayers.py). Every location's product is the same whatever the thread
 count, and the adjoint sums its image in fixed bands of columns, added in order, so
 ``CATNEURON_THREADS=1`` (run in order, in this thread) and any other thread count give
-bit-identical results.
+bit-identical results. A layer's backward runs its two kernels (input and weight gradients) at
+once instead, one thread each (:func:`run_pair`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from functools import partial
 
@@ -137,7 +138,7 @@ def _run_in_order(tasks, flops: float) -> list:
     global _POOL
     n = min(_threads(), len(tasks))
     with _one_blas_thread():
-        if n <= 1 or flops < _MIN_THREADED_FLOPS:
+        if n <= 1 or flops < _MIN_THREADED_FLOPS or getattr(_SOLO, "on", False):
             return _run_all(tasks)
         if _POOL is None or _POOL._max_workers < n - 1:
             _POOL = ThreadPoolExecutor(n - 1, thread_name_prefix="catneuron-lc")
@@ -150,6 +151,48 @@ def _run_in_order(tasks, flops: float) -> list:
 def _run_all(tasks) -> list:
     with _small_ufunc_buffers():
         return [task() for task in tasks]
+
+
+_SOLO = threading.local()  # .on: this thread runs one kernel of a pair: its tasks stay here
+
+
+def run_pair(first, second, flops: float):
+    """Run two independent kernel calls (callables with no arguments) and return both results.
+
+    A layer's backward makes two products from the same upstream gradient (the input's
+    gradient and the weights'), and neither needs the other. When the pair is worth it
+    (``flops``, both calls' work, at least ``_MIN_THREADED_FLOPS``) and two threads are allowed,
+    ``second`` runs in the pool while this thread runs ``first``, each kernel on one thread: one
+    hand-over for the pair instead of one per thread and kernel. Handing the GIL between threads
+    is slow on these VMs (a probe: two threads copying 100 KB blocks got no further than one), and
+    at B = 100 the pair was 6-12% quicker than the two kernels one after the other at stride 2,
+    and within 3% either way at stride 1 (``bwd`` against ``dx`` and ``dW`` in
+    benchmarks/sublayers.py). The ``mini`` config's pairs (34 MFLOP) were 20% slower this way:
+    they stay below the threshold. Each kernel computes exactly what it computes alone, so the
+    results do not depend on any of this.
+    """
+    global _POOL
+    if _threads() < 2 or flops < _MIN_THREADED_FLOPS or getattr(_SOLO, "on", False):
+        return first(), second()
+    with _one_blas_thread():
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(_threads() - 1, thread_name_prefix="catneuron-lc")
+        future = _POOL.submit(_solo, second)
+        try:
+            a = _solo(first)
+        except BaseException:
+            wait([future])  # no kernel outlives the call, and `first`'s error is the one raised
+            raise
+        return a, future.result()
+
+
+def _solo(call):
+    """Run one kernel call with all its tasks in this thread (:func:`run_pair`)."""
+    _SOLO.on = True
+    try:
+        return call()
+    finally:
+        _SOLO.on = False
 
 
 # The layout changes copy (images, values) tiles of these sizes: the best of a sweep at 1.2-20 MB

@@ -244,6 +244,81 @@ def test_tasks_come_back_in_order_and_errors_reach_the_caller(monkeypatch):
         lc._run_in_order([fail] + [lambda: 0] * 5, 1.0)
 
 
+# ---- pairs of kernels (a layer's backward) ----------------------------------------------------
+
+def _where(log, tag, value=None):
+    """A kernel call that logs which thread it and its column tasks ran in."""
+    import threading
+
+    def call():
+        log.append((tag, threading.current_thread().name))
+        tasks = [lambda: log.append((f"{tag} task", threading.current_thread().name))] * 4
+        lc._run_in_order(tasks, float("inf"))
+        return tag if value is None else value()
+    return call
+
+
+def test_a_pair_runs_one_kernel_per_thread_each_with_its_tasks_at_home(monkeypatch):
+    import threading
+
+    monkeypatch.setenv("CATNEURON_THREADS", "2")
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
+    log = []
+    assert lc.run_pair(_where(log, "first"), _where(log, "second"), 1.0) == ("first", "second")
+    here = threading.current_thread().name
+    threads = {tag: {name for t, name in log if t.startswith(tag)} for tag in ("first", "second")}
+    assert threads["first"] == {here}
+    assert len(threads["second"]) == 1 and threads["second"] != {here}  # the pool's, tasks too
+    assert len(log) == 10
+
+
+@pytest.mark.parametrize("threads, min_flops", [("1", 0), ("2", float("inf"))])
+def test_a_pair_runs_in_order_here_when_not_worth_two_threads(monkeypatch, threads, min_flops):
+    import threading
+
+    monkeypatch.setenv("CATNEURON_THREADS", threads)
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", min_flops)
+    log = []
+    lc.run_pair(_where(log, "first"), _where(log, "second"), 1.0)
+    calls = [(t, name) for t, name in log if "task" not in t]  # (each kernel splits its own tasks)
+    assert calls == [("first", threading.current_thread().name), ("second", threading.current_thread().name)]
+
+
+@pytest.mark.parametrize("failing", ["first", "second"])
+def test_an_error_in_either_kernel_of_a_pair_reaches_the_caller(monkeypatch, failing):
+    monkeypatch.setenv("CATNEURON_THREADS", "2")
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
+    log = []
+
+    def fail():
+        raise KeyError(f"in the {failing} kernel")
+
+    calls = {tag: _where(log, tag, fail if tag == failing else None) for tag in ("first", "second")}
+    with pytest.raises(KeyError, match=f"in the {failing} kernel"):
+        lc.run_pair(calls["first"], calls["second"], 1.0)
+    assert sum(t == "second task" for t, _ in log) == 4  # the pool's kernel had finished
+    assert lc.run_pair(lambda: 1, lambda: 2, 1.0) == (1, 2)  # and the pool still works
+
+
+@pytest.mark.parametrize("S", [1, 2])
+def test_layer_backwards_are_bit_identical_on_one_thread_and_in_pairs(monkeypatch, S):
+    from refimpl.local_decoder import local_decoder_backward, local_decoder_forward
+    from refimpl.local_filter import local_filter_backward, local_filter_forward
+
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)  # small kernels pair up too
+    x, Wt, df = draw(np.random.default_rng(9), np.float32, 4, 3, 4, 6, S, 21, 23)
+    out = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("CATNEURON_THREADS", threads)
+        _, enc = local_filter_forward(x, {"W1": Wt}, stride=S)
+        xhat, dec = local_decoder_forward(df, {"W2": Wt}, stride=S, out_size=x.shape[2:])
+        out[threads] = (local_filter_backward(df, enc), local_decoder_backward(xhat, dec))
+    for (d1, g1), (d2, g2) in zip(out["1"], out["2"]):
+        np.testing.assert_array_equal(d1, d2)
+        for key in g1:
+            np.testing.assert_array_equal(g1[key], g2[key])
+
+
 def blas_threads():
     """Threads of NumPy's own BLAS (the one the kernels' matrix products run on); BLAS
     libraries that other packages load later (scipy, torch) are not the kernels' concern."""

@@ -149,8 +149,24 @@ def _run_in_order(tasks, flops: float) -> list:
 
 
 def _run_all(tasks) -> list:
-    with _small_ufunc_buffers():
+    with _small_ufunc_buffers(), _quiet_invalid():
         return [task() for task in tasks]
+
+
+@contextmanager
+def _quiet_invalid():
+    """No "invalid value" warning from a kernel's products and adds (in this thread).
+
+    Every input of a kernel has been checked for NaN and inf (x and the upstream gradients in
+    full, the weights through the layer's output: :func:`refimpl.checks.check_finite_through`),
+    so an invalid operation inside one comes from a non-finite weight, which the layer then
+    names in its ValueError, or from sums that overflowed, which NumPy reports as an overflow.
+    Without this the user saw NumPy's warning about ``inf * 0`` before the layer's error.
+    """
+    import numpy as np
+
+    with np.errstate(invalid="ignore"):
+        yield
 
 
 _SOLO = threading.local()  # .on: this thread runs one kernel of a pair: its tasks stay here
@@ -394,7 +410,7 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int], *, ft=None):
     n_bands = min(_BANDS, OW)
     bands = [range(i * OW // n_bands, (i + 1) * OW // n_bands) for i in range(n_bands)]
     sums = _run_in_order([partial(band, cols) for cols in bands], 2 * OH * OW * K * C * R * R * B)
-    with _small_ufunc_buffers():
+    with _small_ufunc_buffers(), _quiet_invalid():
         for cols, acc in zip(bands[1:], sums[1:]):  # neighbouring bands overlap: added in order
             xt[:, :, cols[0] * S : cols[0] * S + acc.shape[2]] += acc
     return _batch_first(xt)  # (B, C, H, W)

@@ -39,7 +39,7 @@ WEIGHTED = [(name, key) for name in SUBLAYERS
 @pytest.mark.parametrize("name,key", WEIGHTED)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("zero_input", [False, True])
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf * 0, on the way
+@pytest.mark.filterwarnings("error")  # and the error comes alone, with no NumPy warning first
 def test_non_finite_weights_are_refused_wherever_they_are(name, key, bad, zero_input):
     """Weights are checked through the layer's output (checks.check_finite_through): a NaN or
     inf anywhere must still be found and named, also where it meets zeros (inf * 0)."""
@@ -57,7 +57,7 @@ def test_non_finite_weights_are_refused_wherever_they_are(name, key, bad, zero_i
 def test_an_output_that_overflows_from_finite_values_is_not_an_input_error():
     x = np.full((2, 3, 10, 10), 1e30, dtype=np.float32)
     w = np.full(W1.shape, 1e30, dtype=np.float32)
-    with np.errstate(over="ignore"):
+    with pytest.warns(RuntimeWarning, match="overflow"):  # NumPy still says so
         f, _ = local_filter_forward(x, {"W1": w}, stride=2)
     assert np.isinf(f).all()
 

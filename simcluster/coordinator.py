@@ -46,7 +46,7 @@ from refimpl.config import ModelConfig
 from .faults import FaultPlan
 from .group import RemoteError, Role, WorkerDied
 from .ray_backend import make_group
-from .partition import SetWeights, StepInput, StepResult, partition_main
+from .partition import MemoryQuery, MemoryReport, SetWeights, StepInput, StepResult, partition_main
 from .tiled import StepOutput, assemble, plan_for, split_input, split_params
 from .transport import DEFAULT_SHM_THRESHOLD, RecvTimeout
 
@@ -68,7 +68,7 @@ class ClusterStep:
     output: StepOutput  # J, grads (canonical dict), per-stage terms
     seconds: float  # from the first StepInput sent to the last StepResult received
     partitions: list  # per partition: compute_s, compute_cpu_s, wait_s, messages, bytes_sent,
-    #                   peak_rss_kib, pss_kib (see simcluster.partition.StepResult)
+    #                   peak_rss_kib (see simcluster.partition.StepResult; PSS: memory())
     halo_bytes: int  # payload bytes of every halo piece sent between partitions
     coordinator_bytes: int  # payload bytes of the inputs sent and the results received
 
@@ -169,37 +169,56 @@ class Coordinator:
         if x.dtype != np.dtype(self.cfg.dtype):
             raise TypeError(f"x must have the config's dtype {self.cfg.dtype}, got {x.dtype}")
         self.k += 1
-        k, n = self.k, self.plan.n_partitions
+        k = self.k
         t0 = time.perf_counter()
         sent = 0
         for t, xt in enumerate(split_input(self.plan, x)):
             self.group.send(("partition", t), StepInput(k, xt))
             sent += xt.nbytes
-        results: dict[int, StepResult] = {}
-        deadline = time.monotonic() + self.timeout
-        try:
-            while len(results) < n:
-                env = self.group.recv(max(0.0, deadline - time.monotonic()),
-                                      where=lambda e: isinstance(e.body, StepResult) and e.body.step == k)
-                results[self.group.roster[env.src][1]] = env.body
-        except WorkerDied as err:
-            raise StepFailed(f"step {k} failed: {err}", self._dead()) from err
-        except RemoteError as err:
-            rank = self.group.roster[err.error.node][1]
-            raise StepFailed(f"step {k} failed: partition {rank} raised: {err}", [rank]) from err
-        except RecvTimeout:
-            missing = sorted(set(range(n)) - set(results))
-            raise StepFailed(f"step {k} failed: no result within {self.timeout:g} s from "
-                             f"partitions {missing}", missing) from None
+        ordered = self._one_from_each(f"step {k}", "no result",
+                                      lambda e: isinstance(e.body, StepResult) and e.body.step == k)
         seconds = time.perf_counter() - t0
-        ordered = [results[t] for t in range(n)]
         output = assemble(self.plan, self.cfg, [r.result for r in ordered], np.dtype(self.cfg.dtype))
         received = sum(g.nbytes for r in ordered for g in r.result.grads.values())
         stats = [{"compute_s": r.compute_s, "compute_cpu_s": r.compute_cpu_s, "wait_s": r.wait_s,
                   "messages": r.messages,
-                  "bytes_sent": r.bytes_sent, "peak_rss_kib": r.peak_rss_kib, "pss_kib": r.pss_kib}
+                  "bytes_sent": r.bytes_sent, "peak_rss_kib": r.peak_rss_kib}
                  for r in ordered]
         return ClusterStep(output, seconds, stats, sum(r.bytes_sent for r in ordered), sent + received)
+
+    def memory(self) -> list[dict]:
+        """Per partition (in rank order), its memory now, asked between steps:
+        ``{"peak_rss_kib", "pss_kib"}`` (peak resident; proportional, shared pages split).
+
+        Not part of every :class:`ClusterStep`: reading a worker's proportional memory takes over
+        a millisecond, which every step would otherwise wait for."""
+        for t in range(self.plan.n_partitions):
+            self.group.send(("partition", t), MemoryQuery())
+        reports = self._one_from_each("memory query", "no answer",
+                                      lambda e: isinstance(e.body, MemoryReport))
+        return [{"peak_rss_kib": r.peak_rss_kib, "pss_kib": r.pss_kib} for r in reports]
+
+    def _one_from_each(self, what: str, missing_word: str, where) -> list:
+        """One message body ``where`` accepts from every partition, in rank order, within
+        ``timeout``; a death, a partition's exception or the timeout is a :class:`StepFailed`
+        naming the partitions to blame."""
+        n = self.plan.n_partitions
+        got: dict = {}
+        deadline = time.monotonic() + self.timeout
+        try:
+            while len(got) < n:
+                env = self.group.recv(max(0.0, deadline - time.monotonic()), where=where)
+                got[self.group.roster[env.src][1]] = env.body
+        except WorkerDied as err:
+            raise StepFailed(f"{what} failed: {err}", self._dead()) from err
+        except RemoteError as err:
+            rank = self.group.roster[err.error.node][1]
+            raise StepFailed(f"{what} failed: partition {rank} raised: {err}", [rank]) from err
+        except RecvTimeout:
+            missing = sorted(set(range(n)) - set(got))
+            raise StepFailed(f"{what} failed: {missing_word} within {self.timeout:g} s from "
+                             f"partitions {missing}", missing) from None
+        return [got[t] for t in range(n)]
 
     def _dead(self) -> list[int]:
         """Ranks of the partitions to blame: those that died (killed, or exited with an error),

@@ -5,6 +5,7 @@
          coordinator (node 0)
            |  SetWeights (once: my slices of W1, W2)       ^  StepResult (my share of J,
            |  StepInput  (per step: my pixels of x)        |  my gradient slices, timings)
+           |  MemoryQuery (when asked, between steps)      |  MemoryReport
            v                                               |
     +------------------ partition t (node t + 1) ------------------+
     | loop on the inbox:                                           |
@@ -108,13 +109,31 @@ class StepResult:
     messages: int  # halo pieces sent
     bytes_sent: int  # their payload bytes
     peak_rss_kib: int  # this process's peak resident memory (shared pages counted too)
-    pss_kib: int  # its proportional memory now (shared pages split between sharers)
 
     def __post_init__(self):
         host_only("StepResult", "result.grads", self.result.grads)
 
 
+@dataclass(frozen=True)
+class MemoryQuery:
+    """Coordinator -> partition: how much memory do you hold now? (answered between steps)"""
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Partition -> coordinator: the answer to a :class:`MemoryQuery`."""
+
+    peak_rss_kib: int  # peak resident memory (shared pages counted in full)
+    pss_kib: int  # proportional memory now (shared pages split between sharers)
+
+
+def _peak_rss_kib() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+
 def _pss_kib() -> int:
+    """Reads /proc/self/smaps_rollup: over 1 ms in a worker (its many mappings), so it is asked
+    for on its own (:class:`MemoryQuery`), not measured inside every step."""
     try:
         with open("/proc/self/smaps_rollup") as f:
             for line in f:
@@ -142,7 +161,9 @@ def partition_main(ctx, cfg, grid, timeout: float = 60.0, idle_timeout: float = 
         msg = ctx.recv(idle_timeout, where=lambda e: not isinstance(e.body, Halo)).body
         if isinstance(msg, Stop):
             return
-        if isinstance(msg, SetWeights):
+        if isinstance(msg, MemoryQuery):
+            ctx.send(0, MemoryReport(_peak_rss_kib(), _pss_kib()))
+        elif isinstance(msg, SetWeights):
             # own copies (frees the shared-memory slots), uploaded to the device
             weights = {k: xp.array(w) for k, w in msg.weights.items()}
         elif isinstance(msg, StepInput):
@@ -197,5 +218,4 @@ def _run_step(ctx, plan, cfg, weights, partners, msg: StepInput, node, rank, tim
             need.discard(u)
         wait += time.perf_counter() - t1
     result = replace(result, grads={key: to_numpy(g) for key, g in result.grads.items()})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return StepResult(k, result, compute, cpu, wait, messages, nbytes, int(peak), _pss_kib())
+    return StepResult(k, result, compute, cpu, wait, messages, nbytes, _peak_rss_kib())

@@ -139,7 +139,7 @@ def test_every_message_refuses_a_device_array():
         SetWeights({"stage0.W1": dev})
     result = TileResult((0.0,), (0.0,), {"stage0.W1": dev})
     with pytest.raises(TypeError, match=r"StepResult.result.grads\['stage0.W1'\] must be a host"):
-        StepResult(1, result, 0.0, 0.0, 0.0, 0, 0, 0, 0)
+        StepResult(1, result, 0.0, 0.0, 0.0, 0, 0, 0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -106,6 +106,8 @@ def test_processes_equal_refimpl_and_the_one_process_oracle(grid, overrides, no_
         second = c.step(x2)
         with pytest.raises(ValueError, match=r"x must have shape \(B, 1, 16, 16\)"):
             c.step(x[:, :, :8])
+        memory = c.memory()  # asked between steps; the next step is unaffected
+        third = c.step(x2)
     for (p, xx), step in (((params, x), first), ((params2, x2), second)):
         assert_close_to_refimpl(step.output, *reference(cfg, p, xx))
         oracle = tiled_step(plan_for(cfg, grid), cfg, p, xx)  # same pieces, same sums, same order
@@ -113,6 +115,9 @@ def test_processes_equal_refimpl_and_the_one_process_oracle(grid, overrides, no_
         for key in oracle.grads:
             np.testing.assert_array_equal(step.output.grads[key], oracle.grads[key])
     assert all(p["compute_s"] > 0 and p["peak_rss_kib"] > 0 for p in first.partitions)
+    assert len(memory) == len(first.partitions)
+    assert all(0 < m["pss_kib"] <= m["peak_rss_kib"] for m in memory)  # PSS splits shared pages
+    assert third.output.J == second.output.J
 
 
 def test_halos_larger_than_the_socket_buffer_do_not_deadlock(no_leaks):

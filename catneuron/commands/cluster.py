@@ -147,8 +147,9 @@ def run_step(args) -> int:
                 msgs = sum(p["messages"] for p in st.partitions)
                 print(f"  bytes moved: {st.halo_bytes:,} in {msgs:,} halo pieces between partitions, "
                       f"{st.coordinator_bytes:,} between the coordinator and the partitions")
-        peak = [p["peak_rss_kib"] for p in st.partitions]
-        pss = sum(p["pss_kib"] for p in st.partitions)
+            mem = c.memory()
+        peak = [p["peak_rss_kib"] for p in mem]
+        pss = sum(p["pss_kib"] for p in mem)
         me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(f"peak memory: partitions {_mib(sum(peak) / len(peak))} mean, {_mib(max(peak))} max "
               f"peak RSS each; {_mib(pss)} proportional (PSS) in total; coordinator {_mib(me)} "

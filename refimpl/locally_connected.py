@@ -169,6 +169,7 @@ def _quiet_invalid():
         yield
 
 
+_MAX_PAIR_FLOPS = 8e9  # a pair with more work than this runs one kernel after the other
 _SOLO = threading.local()  # .on: this thread runs one kernel of a pair: its tasks stay here
 
 
@@ -181,14 +182,18 @@ def run_pair(first, second, flops: float):
     ``second`` runs in the pool while this thread runs ``first``, each kernel on one thread: one
     hand-over for the pair instead of one per thread and kernel. Handing the GIL between threads
     is slow on these VMs (a probe: two threads copying 100 KB blocks got no further than one), and
-    at B = 100 the pair was 6-12% quicker than the two kernels one after the other at stride 2,
-    and within 3% either way at stride 1 (``bwd`` against ``dx`` and ``dW`` in
-    benchmarks/sublayers.py). The ``mini`` config's pairs (34 MFLOP) were 20% slower this way:
-    they stay below the threshold. Each kernel computes exactly what it computes alone, so the
+    at B = 100 (probes, each alternating the two ways) the pair was 2-12% quicker than the two
+    kernels one after the other at up to 2.5 GFLOP a kernel (the benchmark's stride 2, and 32 px
+    at stride 1), even at 3.4 (64 px, stride 1), and 3-5% slower at 9.7 (96 px, stride 1; not
+    explained: perhaps two different kernels at once contend for memory more than one kernel
+    split in two). Above ``_MAX_PAIR_FLOPS`` each kernel therefore splits its own columns.
+    The ``mini`` config's pairs (34 MFLOP) were 20% slower this way: they stay below
+    ``_MIN_THREADED_FLOPS``. Each kernel computes exactly what it computes alone, so the
     results do not depend on any of this.
     """
     global _POOL
-    if _threads() < 2 or flops < _MIN_THREADED_FLOPS or getattr(_SOLO, "on", False):
+    if (_threads() < 2 or not _MIN_THREADED_FLOPS <= flops <= _MAX_PAIR_FLOPS
+            or getattr(_SOLO, "on", False)):
         return first(), second()
     with _one_blas_thread():
         if _POOL is None:

@@ -272,12 +272,18 @@ def test_a_pair_runs_one_kernel_per_thread_each_with_its_tasks_at_home(monkeypat
     assert len(log) == 10
 
 
-@pytest.mark.parametrize("threads, min_flops", [("1", 0), ("2", float("inf"))])
-def test_a_pair_runs_in_order_here_when_not_worth_two_threads(monkeypatch, threads, min_flops):
+@pytest.mark.parametrize("threads, min_flops, max_flops", [
+    ("1", 0, float("inf")),  # one thread allowed
+    ("2", float("inf"), float("inf")),  # too little work
+    ("2", 0, 0.5),  # too much: each kernel splits its own columns
+])
+def test_a_pair_runs_in_order_here_when_not_worth_two_threads(monkeypatch, threads, min_flops,
+                                                               max_flops):
     import threading
 
     monkeypatch.setenv("CATNEURON_THREADS", threads)
     monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", min_flops)
+    monkeypatch.setattr(lc, "_MAX_PAIR_FLOPS", max_flops)
     log = []
     lc.run_pair(_where(log, "first"), _where(log, "second"), 1.0)
     calls = [(t, name) for t, name in log if "task" not in t]  # (each kernel splits its own tasks)

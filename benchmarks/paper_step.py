@@ -58,7 +58,7 @@ def main() -> None:
     print(f"forward  {timings['forward_s']:.1f} s (J per example {float(J) / args.batch:.4g}); "
           f"peak RSS {peak_gib():.2f} GiB")
     t = time.perf_counter()
-    _, grads = model_backward(cache, cfg)
+    _, grads = model_backward(cache, cfg, input_grad=False)
     del cache
     timings["backward_s"] = time.perf_counter() - t
     print(f"backward {timings['backward_s']:.1f} s; peak RSS {peak_gib():.2f} GiB")

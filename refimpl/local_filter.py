@@ -57,13 +57,19 @@ def local_filter_forward(x, params, *, stride: int):
     return f, LocalFilterCache(x, W1, stride, xt)
 
 
-def local_filter_backward(df, cache: LocalFilterCache):
-    """Backward of local filtering: df (B, K, OH, OW) -> dx (B, C, H, W), {"W1": dW1}."""
+def local_filter_backward(df, cache: LocalFilterCache, *, input_grad: bool = True):
+    """Backward of local filtering: df (B, K, OH, OW) -> dx (B, C, H, W), {"W1": dW1}.
+
+    ``input_grad=False``: dx is None and not computed, for a caller that stops here (the first
+    stage, or every stage with local gradients): it is one of the layer's two products.
+    """
     x, W1, S, xt = cache
     OH, OW, K, C, R, _ = W1.shape
     check_array("df", df, ndim=4, layout="(B, K, OH, OW)")
     check_shape("df", df, (x.shape[0], K, OH, OW), "(B, K, OH, OW)")
     dft = kernel_layout(df)  # (K, OH, OW, B), for both products
+    if not input_grad:
+        return None, {"W1": lc_weight_grad(x, df, S, R, xt=xt, dft=dft)}
     dx, dW1 = run_pair(  # independent: on two threads at once when worth it
         partial(lc_transpose, df, W1, S, x.shape[2:], ft=dft),  # W1 df, overlap-added onto the plane
         partial(lc_weight_grad, x, df, S, R, xt=xt, dft=dft),

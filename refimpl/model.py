@@ -221,15 +221,19 @@ def _add(a, b):
     return b if a is None else (a if b is None else a + b)
 
 
-def _backward(cache: ModelCache, dJ: float, d_outputs: dict, flow_between_stages: bool):
+def _backward(cache: ModelCache, dJ: float, d_outputs: dict, flow_between_stages: bool,
+              input_grad: bool = True):
     """Backward through the stages, top to bottom.
 
     Computes the gradient of ``dJ * J_s + sum <d_outputs[name], output[name]>`` for every stage;
     with ``flow_between_stages`` the input gradient of stage s+1 is passed on to stage s's output
-    (the exact gradient of the whole sum), otherwise each stage stops at its own input.
+    (the exact gradient of the whole sum), otherwise each stage stops at its own input. A stage's
+    input gradient is computed only if it is passed on, or returned (stage 0, ``input_grad``).
     """
     grads, dy = {}, None  # dy: upstream gradient on the current stage's output y_s
+    dx_input = None
     for s in reversed(range(len(cache.stages))):
+        need_dx = flow_between_stages and s > 0 or s == 0 and input_grad
         st = cache.stages[s]
         dy = _add(dy, d_outputs.get(f"stage{s}.lcn"))
         d_f = d_outputs.get(f"stage{s}.filter")
@@ -242,10 +246,10 @@ def _backward(cache: ModelCache, dJ: float, d_outputs: dict, flow_between_stages
         else:
             dp = dy  # without LCN the stage's output is p itself
         dp = _add(dp, d_outputs.get(f"stage{s}.pool"))
-        dx, g = objective_backward(dJ, st.objective, dp_extra=dp)
+        dx, g = objective_backward(dJ, st.objective, dp_extra=dp, input_grad=need_dx)
         if d_f is not None:  # a gradient on f enters below the pooling: through W1 only
-            dx_f, g_f = local_filter_backward(d_f, st.objective.enc)
-            dx, g = dx + dx_f, {"W1": g["W1"] + g_f["W1"], "W2": g["W2"]}
+            dx_f, g_f = local_filter_backward(d_f, st.objective.enc, input_grad=need_dx)
+            dx, g = _add(dx, dx_f), {"W1": g["W1"] + g_f["W1"], "W2": g["W2"]}
         if cache.tied:
             grads[_stage_key(s, "W1")] = g["W1"] + g["W2"]  # one array in both roles
         else:
@@ -262,17 +266,21 @@ def _canonical(key: str):
     return int(stage[len("stage"):]), WEIGHTS.index(w)
 
 
-def model_backward(cache: ModelCache, cfg: ModelConfig):
+def model_backward(cache: ModelCache, cfg: ModelConfig, *, input_grad: bool = True):
     """Gradient of the model's objective J.
 
     Returns dx: (B, C, H, W), the gradient with respect to the input image, and grads: a dict with
     the keys and shapes of params. In ``joint`` mode these are the exact gradients of
     ``J = sum_s J_s``; in ``local`` mode grads of stage s are ``dJ_s/dW_s`` and dx is ``dJ_0/dx``.
+    ``input_grad=False`` (training, which needs only grads): dx is None, and no stage computes an
+    input gradient that nothing uses (in ``local`` mode none does; in ``joint`` mode the first
+    stage's): the same grads, with one locally connected product fewer per such stage.
     """
     if cache.gradient != cfg.gradient:
         raise ValueError(f"the cache was made with gradient = {cache.gradient!r} but cfg says "
                          f"{cfg.gradient!r}")
-    return _backward(cache, 1.0, {}, flow_between_stages=cfg.gradient == "joint")
+    return _backward(cache, 1.0, {}, flow_between_stages=cfg.gradient == "joint",
+                     input_grad=input_grad)
 
 
 def features_backward(cache: ModelCache, d_outputs: dict):

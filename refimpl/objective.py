@@ -62,13 +62,14 @@ def objective_forward(
     return J, ObjectiveCache(enc, dec, pool, residual, float(lam), reconstruction, sparsity)
 
 
-def objective_backward(dJ, cache: ObjectiveCache, dp_extra=None):
+def objective_backward(dJ, cache: ObjectiveCache, dp_extra=None, *, input_grad: bool = True):
     """Backward of eq. 1.
 
     dJ: the upstream gradient of J (a scalar, 1.0 for J itself). ``dp_extra``: an optional extra
     upstream gradient on the pooled output p, shape (B, K, OH2, OW2), from LCN and the stages
     above when the stack is trained jointly.
-    Returns dx (B, C, H, W) and {"W1": dW1, "W2": dW2}.
+    Returns dx (B, C, H, W) and {"W1": dW1, "W2": dW2}; with ``input_grad=False`` dx is None and
+    not computed (nothing below the stage needs it).
     """
     dJ = float(dJ)
     dxhat = 2.0 * dJ * cache.residual
@@ -78,6 +79,7 @@ def objective_backward(dJ, cache: ObjectiveCache, dp_extra=None):
     if dp_extra is not None:
         dp = dp + dp_extra
     df_pool, _ = l2pool_backward(dp, cache.pool)
-    dx, grads_enc = local_filter_backward(df + df_pool, cache.enc)
-    dx = dx - dxhat  # x is also the target of the reconstruction
+    dx, grads_enc = local_filter_backward(df + df_pool, cache.enc, input_grad=input_grad)
+    if dx is not None:
+        dx = dx - dxhat  # x is also the target of the reconstruction
     return dx, {"W1": grads_enc["W1"], "W2": grads_dec["W2"]}

@@ -144,7 +144,7 @@ def train(cfg: ModelConfig, frames: np.ndarray, *, steps: int | None = None,
             x = upload(data[idx])  # (B, C, H, W), drawn on the host
             try:
                 J, cache = model_forward(x, params, cfg)
-                _, grads = model_backward(cache, cfg)
+                _, grads = model_backward(cache, cfg, input_grad=False)
             except ValueError as err:
                 if "NaN or inf" not in str(err):
                     raise

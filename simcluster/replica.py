@@ -73,7 +73,7 @@ class Stopped(Exception):
 def refimpl_gradient(cfg: ModelConfig, vec: np.ndarray, x: np.ndarray):
     """J (summed over the batch) and dJ/dw as one canonical vector, with refimpl's model."""
     J, cache = model_forward(x, unflatten(vec, cfg), cfg)  # x: (B, C, H, W)
-    _, grads = model_backward(cache, cfg)
+    _, grads = model_backward(cache, cfg, input_grad=False)
     return float(J), flatten(grads, cfg)  # (n_params,)
 
 

@@ -155,12 +155,14 @@ def tile_step(plan: PartitionPlan, t: int, cfg: ModelConfig, weights: dict, x,
         else:
             df_part = zeros_on(p, st.maps, tile.pool_reads)
         df = yield from _scatter(s, "df", df_part, r["pool"])  # (B, K, owned filter units)
+        need_dx = joint and s > 0  # the input gradient goes on down, or is not made at all
         if enc is not None:
             df_dec, g2 = local_decoder_backward(2.0 * resid_crop, dec)
-            dx_part, g1 = local_filter_backward(df + df_dec, enc)  # (B, C, filter reads)
+            dx_part, g1 = local_filter_backward(df + df_dec, enc,
+                                                input_grad=need_dx)  # dx: (B, C, filter reads)
             g1, g2 = g1["W1"], g2["W2"]
         else:
-            dx_part = zeros_on(resid, resid.shape[1], tile.filter_reads)
+            dx_part = zeros_on(resid, resid.shape[1], tile.filter_reads) if need_dx else None
             W1 = weights[f"stage{s}.W1"]
             g1 = g2 = xp.zeros_like(W1)
         if cfg.tied:
@@ -168,7 +170,7 @@ def tile_step(plan: PartitionPlan, t: int, cfg: ModelConfig, weights: dict, x,
         else:
             grads[f"stage{s}.W1"], grads[f"stage{s}.W2"] = g1, g2
         dy = None
-        if joint and s > 0:
+        if need_dx:
             dx = yield from _scatter(s, "dx", dx_part, r["filter"])
             dy = dx - 2.0 * resid  # x is also the reconstruction's target
     ordered = {k: grads[k] for k in weights}

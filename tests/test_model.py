@@ -101,6 +101,29 @@ def test_joint_and_local_differ_only_below_the_top_stage():
     assert np.abs(grads_joint["stage0.W1"] - grads_local["stage0.W1"]).max() > 1e-3
 
 
+@pytest.mark.parametrize("gradient", ["joint", "local"])
+def test_grads_alone_are_the_same_grads_without_unused_input_gradients(monkeypatch, gradient):
+    """model_backward(input_grad=False), as training calls it: the same grads bit for bit, dx
+    None, and an input gradient (the local filter's transpose product) only where one flows on
+    down: joint mode's stages above the first; none in local mode."""
+    import refimpl.local_filter as lf
+
+    cfg, _, params, x = setup(gradient=gradient)
+    cache = model_forward(x, params, cfg)[1]
+    dx, grads = model_backward(cache, cfg)
+    calls = []
+    real = lf.lc_transpose
+    monkeypatch.setattr(lf, "lc_transpose", lambda f, *a, **k: calls.append(f.shape) or real(f, *a, **k))
+    none, alone = model_backward(cache, cfg, input_grad=False)
+    assert dx is not None and none is None
+    assert list(alone) == list(grads)
+    for key in grads:
+        np.testing.assert_array_equal(alone[key], grads[key])
+    maps = [cache.stages[s].objective.enc.W1.shape for s in range(1, len(cfg.stages))]
+    want = [(x.shape[0], K, OH, OW) for OH, OW, K, *_ in maps][::-1] if gradient == "joint" else []
+    assert calls == want  # top stage first
+
+
 @pytest.mark.parametrize("name", ["stage2.lcn", "stage1.pool", "stage1.filter"])
 def test_neuron_input_gradient_matches_central_differences(name):
     """features_backward gives d(weighted sublayer output)/dx, e.g. one neuron's for eq. 2."""

@@ -85,6 +85,25 @@ def test_tiled_step_equals_refimpl(grid, mode):
     assert_same(out, *reference(cfg, params, x))
 
 
+@pytest.mark.parametrize("mode", ["joint", "local"])
+def test_tiles_make_input_gradients_only_where_they_flow_on(monkeypatch, mode):
+    """A tile's filter backward makes dx only for the stages whose input gradient goes down to
+    the stage below (joint mode, above the first stage): nowhere in local mode."""
+    import refimpl.local_filter as lf
+
+    cfg = mode_config(mode)
+    params, x = problem(cfg)
+    plan = plan_for(cfg, (2, 2))
+    calls = []
+    real = lf.lc_transpose
+    monkeypatch.setattr(lf, "lc_transpose", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = tiled_step(plan, cfg, params, x)
+    tiles_above_first = sum(not plan.tiles[t][s].filter.empty
+                            for t in range(plan.n_partitions) for s in range(1, len(cfg.stages)))
+    assert len(calls) == (tiles_above_first if mode == "joint" else 0)
+    assert_same(out, *reference(cfg, params, x))  # and the gradients are still right
+
+
 @pytest.mark.parametrize("overrides", [{}, {"gradient": "local", "tied": True, "lcn": False}])
 def test_tiled_step_13x13_with_empty_partitions(overrides):
     cfg = tiny(**overrides)

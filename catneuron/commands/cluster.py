@@ -181,7 +181,7 @@ def run_check(args) -> int:
         print(f"catneuron cluster check: error: {err}")
         return 1
     J, cache = model_forward(x, params, cfg)
-    _, grads = model_backward(cache, cfg)
+    _, grads = model_backward(cache, cfg, input_grad=False)
     rows = [("objective J", np.float64(out.J), np.float64(J))]
     rows += [(f"grad {k}", out.grads[k], g) for k, g in grads.items()]
     print(f"config {cfg.name} ({cfg.dtype}, gradient {cfg.gradient}, tied {cfg.tied}, lcn {cfg.lcn}), "

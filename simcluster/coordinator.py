@@ -18,7 +18,7 @@
 (:meth:`Coordinator.set_params`), and per step (:meth:`Coordinator.step`) sends every partition
 its pixels of the minibatch and gathers the partitions' results into refimpl's canonical
 objective and gradients (:func:`simcluster.tiled.assemble`, the same assembly the one-process
-oracle uses).
+oracle uses). Between steps :meth:`Coordinator.memory` asks every partition for its memory.
 
 Every wait is bounded: a step that does not finish within ``timeout`` seconds raises
 :class:`StepFailed` naming the partitions that did not answer; a partition that dies is noticed

@@ -23,7 +23,7 @@ Writes ``benchmarks/results/model_parallel.json``. Figures (issue 6, transport p
   grid (two partitions, one BLAS thread each) against single-process refimpl on the same
   minibatch (default threads, and one thread), median of ``--model-repeats``; and the same step
   on 13x13 (169 partitions: every halo exchange of the model, not a synthetic round), with its
-  halo pieces and bytes; and **core scaling**: the one-thread single-process step timed alone
+  halo messages and bytes; and **core scaling**: the one-thread single-process step timed alone
   and in two processes at once, which bounds what any 2-process split can reach here.
 
 Goals (issue 6): 169 ready <= 5 s and <= 2 GiB; >= 3 GB/s; a halo round <= 20 ms; a 2x1 step
@@ -322,7 +322,7 @@ def model_steps(config: str, batch: int, repeats: int) -> dict:
         print(f"model step {config} B={batch} on {grid[0]}x{grid[1]}: {med:.3f} s = "
               f"{row['vs_single']:.2f}x single process ({single:.3f} s; one thread {single1:.3f} s); "
               f"busiest partition's compute CPU {row['cpu_vs_single_one_thread']:.2f}x one thread's; "
-              f"{row['halo_messages']} halo pieces, {row['halo_bytes']:,} bytes")
+              f"{row['halo_messages']} halo messages, {row['halo_bytes']:,} bytes")
         out["grids"].append(row)
     return out
 

@@ -6,16 +6,18 @@
     partition plan + batch + link (latency, bandwidth) + cores --predict--> step time and its split
 
 **What one step does** (:mod:`simcluster.tile_program`): every partition runs its tile program,
-which stops at each halo exchange (``x, xhat, resid, f, p`` per stage forward, then ``dp, df,
-dx`` backward, as the config needs them). Between two exchanges a partition computes; at an
-exchange it sends its pieces and waits for its neighbours'. :func:`exchanges` lists, per exchange
-``e`` and partition ``t``, the flops computed since the previous exchange ``F[e, t]`` (per
+which stops at each halo exchange (``x``, ``xhat+f``, ``resid+p`` per stage forward, with
+``+df`` there for local gradients; ``dp``, ``df``, ``dx`` backward for joint ones, as the
+config needs them). Between two exchanges a partition computes; at an exchange it sends one
+message to each neighbour, with its pieces of every part, and waits for its neighbours'.
+:func:`exchanges` lists, per exchange ``e`` and partition ``t``, the flops computed since the
+previous exchange ``F[e, t]`` (per
 example, the multiply-add counts of :mod:`simcluster.plan_report`, split by sublayer), the halo
-pieces sent and received ``m[e, t]``, their bytes ``b[e, t]`` and the bytes received
+messages sent and received ``m[e, t]``, their bytes ``b[e, t]`` and the bytes received
 ``r[e, t]`` (both per example, from the routes of :mod:`simcluster.tiles`).
 
 **The formula.** With minibatch ``B``, ``n`` partitions, constants ``k`` (seconds per flop, one
-partition process), ``c_m`` (seconds per halo piece, sender and receiver together), ``c_b``
+partition process), ``c_m`` (seconds per halo message, sender and receiver together), ``c_b``
 (seconds per byte handled), ``w`` (a fixed wait per exchange in which a partition receives
 pieces: waking up, the transport's bookkeeping), ``o`` (seconds per step) and ``o_p`` (seconds
 per partition per step: the coordinator's inputs and results), and a link with latency ``a``
@@ -73,12 +75,12 @@ CONSTANTS = ("s_per_flop", "s_per_message", "s_per_byte", "s_per_exchange", "ste
 @dataclass(frozen=True)
 class Exchanges:
     """Per exchange ``e`` (rows, in the tile program's order) and partition ``t`` (columns), per
-    example: flops computed since the previous exchange, pieces sent + received, bytes sent +
+    example: flops computed since the previous exchange, messages sent + received, bytes sent +
     received, bytes received. ``tail`` holds the flops after the last exchange, per partition."""
 
     names: tuple  # "stage{s}.{name}"
     flops: np.ndarray  # (E, n)
-    messages: np.ndarray  # (E, n), not per example: one piece per neighbour whatever B
+    messages: np.ndarray  # (E, n), not per example: one message per neighbour whatever B
     bytes: np.ndarray  # (E, n)
     bytes_in: np.ndarray  # (E, n)
     tail: np.ndarray  # (n,)
@@ -101,9 +103,12 @@ def _sublayer_flops(plan: PartitionPlan, cfg: ModelConfig, t: int, s: int) -> di
 def exchanges(cfg: ModelConfig, grid, dtype_bytes: int | None = None) -> Exchanges:
     """The exchange table of ``cfg`` over ``grid`` (see the module docstring).
 
-    The order and the conditions follow :func:`simcluster.tile_program.tile_step`: ``p`` and
-    ``dp`` only with LCN, ``dp`` and ``dx`` only with joint gradients (``dp`` not in the last
-    stage, ``dx`` not in the first). Backward flops count twice the forward ones.
+    The exchanges, their parts, their order and the conditions follow
+    :func:`simcluster.tile_program.tile_step`: ``p`` and ``dp`` only with LCN; with joint
+    gradients a backward after the forward (``dp`` not in the last stage, ``dx`` not in the
+    first), with local gradients each stage's ``df`` in its last forward exchange. A message
+    carries every part of an exchange for one neighbour. Backward flops count twice the forward
+    ones.
     """
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"cfg must be a refimpl ModelConfig, got {type(cfg).__name__}")
@@ -120,43 +125,55 @@ def exchanges(cfg: ModelConfig, grid, dtype_bytes: int | None = None) -> Exchang
         nonlocal pending
         pending = pending + times * np.array([sub[s][t][key] for t in range(n)], dtype=float)
 
-    def exchange(s, name, region, kind, channels):
+    def exchange(s, *parts):  # parts: (name, region, kind, channels); one message per neighbour
         nonlocal pending
         m, b, r = np.zeros(n), np.zeros(n), np.zeros(n)
-        for t, rt in enumerate(table[s][region]):
-            out_, in_ = (rt.give, rt.take) if kind == "gather" else (rt.take, rt.give)
-            cells_out = sum(c.area for c in out_.values())
-            cells_in = sum(c.area for c in in_.values())
-            m[t] = len(out_) + len(in_)
-            b[t] = (cells_out + cells_in) * channels * item
-            r[t] = cells_in * channels * item
+        for t in range(n):
+            dests, srcs = set(), set()
+            for _, region, kind, channels in parts:
+                rt = table[s][region][t]
+                out_, in_ = (rt.give, rt.take) if kind == "gather" else (rt.take, rt.give)
+                dests |= set(out_)
+                srcs |= set(in_)
+                cells_out = sum(c.area for c in out_.values())
+                cells_in = sum(c.area for c in in_.values())
+                b[t] += (cells_out + cells_in) * channels * item
+                r[t] += cells_in * channels * item
+            m[t] = len(dests) + len(srcs)
         rows.append((pending, m, b, r))
-        names.append(f"stage{s}.{name}")
+        names.append(f"stage{s}." + "+".join(part[0] for part in parts))
         pending = np.zeros(n)
 
-    for s in range(S):  # forward
+    for s in range(S):  # forward (and, with local gradients, each stage's backward)
         C, K = plan.planes[s].input.channels, cfg.stages[s].maps
-        exchange(s, "x", "filter", "gather", C)
+        exchange(s, ("x", "filter", "gather", C))
         compute("encode", s)
         compute("decode", s)
-        exchange(s, "xhat", "filter", "scatter", C)
-        exchange(s, "resid", "filter", "gather", C)
-        exchange(s, "f", "pool", "gather", K)
+        exchange(s, ("xhat", "filter", "scatter", C), ("f", "pool", "gather", K))
         compute("pool", s)
+        last = [("resid", "filter", "gather", C)]
         if cfg.lcn:
-            exchange(s, "p", "lcn", "gather", K)
+            last.append(("p", "lcn", "gather", K))
+        if not joint:
+            compute("pool", s, 2.0)
+            last.append(("df", "pool", "scatter", K))
+        exchange(s, *last)
+        if cfg.lcn:
             compute("lcn", s)
-    for s in reversed(range(S)):  # backward
+        if not joint:
+            compute("encode", s, 2.0)
+            compute("decode", s, 2.0)
+    for s in reversed(range(S)) if joint else ():  # backward, joint gradients
         C, K = plan.planes[s].input.channels, cfg.stages[s].maps
-        if joint and s < S - 1 and cfg.lcn:
+        if s < S - 1 and cfg.lcn:
             compute("lcn", s, 2.0)
-            exchange(s, "dp", "lcn", "scatter", K)
+            exchange(s, ("dp", "lcn", "scatter", K))
         compute("pool", s, 2.0)
-        exchange(s, "df", "pool", "scatter", K)
+        exchange(s, ("df", "pool", "scatter", K))
         compute("encode", s, 2.0)
         compute("decode", s, 2.0)
-        if joint and s > 0:
-            exchange(s, "dx", "filter", "scatter", C)
+        if s > 0:
+            exchange(s, ("dx", "filter", "scatter", C))
     flops, messages, nbytes, bytes_in = (np.array([row[i] for row in rows]) for i in range(4))
     return Exchanges(tuple(names), flops, messages, nbytes, bytes_in, pending)
 
@@ -200,8 +217,8 @@ class CostModel:
     """The calibrated constants (see the module docstring for where each one enters)."""
 
     s_per_flop: float  # k: one partition process's seconds per flop (1 / its flop rate)
-    s_per_message: float  # c_m: handling one halo piece (send or receive)
-    s_per_byte: float  # c_b: handling one byte of a halo piece
+    s_per_message: float  # c_m: handling one halo message (send or receive)
+    s_per_byte: float  # c_b: handling one byte of a halo message
     s_per_exchange: float  # w: a partition's fixed wait per exchange it receives pieces in
     step_overhead_s: float  # o: the coordinator's fixed cost per step
     per_partition_s: float  # o_p: the coordinator's cost per partition per step

@@ -11,16 +11,17 @@
     | loop on the inbox:                                           |
     |   tile_step(...)  -- yields Exchange(stage, name, sends) --+ |
     |        ^                                                   | |
-    |        +-- resumed with {u: piece} <-- recv Halo x expect  | |
+    |        +-- resumed with {u: pieces} <- recv Halo x expect  | |
     +-------------------------------------------------------------|-+
-                 ^  Halo(step, stage, name, piece)                 v
+                 ^  Halo(step, stage, name, {part: piece})         v
             neighbour partitions (whoever owns or reads my halo cells)
 
 :func:`partition_main` is a plain loop on ``ctx.recv()``. A step runs the tile program of
 :mod:`simcluster.tile_program` (the same one :mod:`simcluster.tiled` runs in one process): at
-every :class:`~simcluster.tile_program.Exchange` the worker first sends its pieces (sends never
-block, :mod:`simcluster.transport`), then receives exactly the pieces the plan says are due,
-matched by (step, stage, name), leaving any early piece of a later exchange queued. It reports
+every :class:`~simcluster.tile_program.Exchange` the worker first sends one message to each
+neighbour, holding its pieces of every part of the exchange (sends never block,
+:mod:`simcluster.transport`), then receives exactly the messages the plan says are due, matched
+by (step, stage, name), leaving any early message of a later exchange queued. It reports
 the time spent computing (inside the tile program) and waiting (sending and receiving).
 
 A :class:`~simcluster.messages.Stop` that arrives in the middle of a step (the coordinator
@@ -33,7 +34,7 @@ so the transfers are explicit and happen only at the boundaries::
 
     SetWeights  --xp.array------> weights on the device (once)
     StepInput   --xp.asarray----> my pixels on the device
-    Exchange    --to_numpy------> Halo pieces to the neighbours   (device -> host)
+    Exchange    --to_numpy------> Halo messages to the neighbours (device -> host)
     Halo        --xp.asarray----> pieces resumed into the program (host -> device)
     TileResult  --to_numpy------> StepResult's gradient slices to the coordinator
 
@@ -86,12 +87,12 @@ class StepInput:
 
 @dataclass(frozen=True)
 class Halo:
-    """Partition -> partition: one piece of one exchange of a step."""
+    """Partition -> partition: my pieces of one exchange of a step, one per part of it."""
 
     step: int
     stage: int
-    name: str  # the exchange, e.g. "x", "df" (simcluster.tile_program)
-    data: Any  # (B, channels, rows, cols)
+    name: str  # the exchange, e.g. "x", "xhat+f" (simcluster.tile_program)
+    data: dict  # part name -> (B, channels, rows, cols)
 
     def __post_init__(self):
         host_only("Halo", "data", self.data)
@@ -106,7 +107,7 @@ class StepResult:
     compute_s: float  # inside the tile program (refimpl's sublayers on crops), wall clock
     compute_cpu_s: float  # the same, CPU time of this process (less than wall on a busy machine)
     wait_s: float  # sending and waiting for halo pieces
-    messages: int  # halo pieces sent
+    messages: int  # halo messages sent (one per neighbour and exchange)
     bytes_sent: int  # their payload bytes
     peak_rss_kib: int  # this process's peak resident memory (shared pages counted too)
 
@@ -199,10 +200,10 @@ def _run_step(ctx, plan, cfg, weights, partners, msg: StepInput, node, rank, tim
         t1 = time.perf_counter()
         compute += t1 - t0
         cpu += time.process_time() - c0
-        for v, piece in req.sends.items():
-            ctx.send(node[v], Halo(k, req.stage, req.name, to_numpy(piece)))  # device -> host
+        for v, pieces in req.sends.items():  # device -> host
+            ctx.send(node[v], Halo(k, req.stage, req.name, {a: to_numpy(b) for a, b in pieces.items()}))
             messages += 1
-            nbytes += piece.nbytes
+            nbytes += sum(b.nbytes for b in pieces.values())
         got, need = {}, set(req.expect)
 
         def due(e, stage=req.stage, name=req.name):
@@ -215,7 +216,7 @@ def _run_step(ctx, plan, cfg, weights, partners, msg: StepInput, node, rank, tim
             if isinstance(env.body, Stop):
                 return None
             u = rank[env.src]
-            got[u] = xp.asarray(env.body.data)  # host -> device
+            got[u] = {a: xp.asarray(b) for a, b in env.body.data.items()}  # host -> device
             need.discard(u)
         wait += time.perf_counter() - t1
     result = replace(result, grads={key: to_numpy(g) for key, g in result.grads.items()})

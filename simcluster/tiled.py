@@ -70,7 +70,7 @@ class StepOutput:
     J: float  # sum over stages of reconstruction + lambda * sparsity
     grads: dict  # refimpl's canonical params dict of gradients
     terms: list  # per stage {"J", "reconstruction", "sparsity"}, as refimpl.model.stage_terms
-    traffic: dict = None  # {"messages", "bytes"} of halo pieces between partitions, per step
+    traffic: dict = None  # per step: "messages" and "bytes" between partitions, "exchanges" (names)
 
 
 def assemble(plan: PartitionPlan, cfg: ModelConfig, results: list[TileResult], dtype) -> StepOutput:
@@ -94,7 +94,8 @@ def assemble(plan: PartitionPlan, cfg: ModelConfig, results: list[TileResult], d
 def tiled_step(plan: PartitionPlan, cfg: ModelConfig, params: dict, x) -> StepOutput:
     """Objective and gradients of minibatch x (B, C, H, W), computed tile by tile in one process.
 
-    ``traffic`` counts the pieces that would travel between different partitions.
+    ``traffic`` counts the messages that would travel between different partitions and their
+    bytes, and names the exchanges in order (``stage{s}.{name}``).
     """
     parts, xs = split_params(plan, cfg, params), split_input(plan, x)
     partners = plan_routes(plan)
@@ -102,16 +103,18 @@ def tiled_step(plan: PartitionPlan, cfg: ModelConfig, params: dict, x) -> StepOu
     requests = [next(p) for p in programs]
     results: list = [None] * len(programs)
     messages = nbytes = 0
+    names = []
     while True:
         labels = {(q.stage, q.name) for q in requests}
         if len(labels) != 1:
             raise RuntimeError(f"tile programs out of step: {sorted(labels)}")
+        names.append("stage{}.{}".format(*labels.pop()))
         inbox = [{} for _ in programs]
         for t, q in enumerate(requests):
-            for v, piece in q.sends.items():
-                inbox[v][t] = piece
+            for v, pieces in q.sends.items():  # one message: {part: array}
+                inbox[v][t] = {name: a.copy() for name, a in pieces.items()}  # (views)
                 messages += 1
-                nbytes += piece.nbytes
+                nbytes += sum(a.nbytes for a in pieces.values())
         done = 0
         for t, p in enumerate(programs):
             try:
@@ -124,4 +127,5 @@ def tiled_step(plan: PartitionPlan, cfg: ModelConfig, params: dict, x) -> StepOu
         if done:
             raise RuntimeError("tile programs out of step: some finished before the others")
     out = assemble(plan, cfg, results, x.dtype)
-    return StepOutput(out.J, out.grads, out.terms, {"messages": messages, "bytes": nbytes})
+    return StepOutput(out.J, out.grads, out.terms,
+                      {"messages": messages, "bytes": nbytes, "exchanges": names})

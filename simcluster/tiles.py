@@ -79,6 +79,14 @@ class Routes:
     give: dict  # partition -> Rect, sorted by partition
     take: dict  # partition -> Rect, sorted by partition
 
+    def __post_init__(self):
+        # every cell I read is mine or comes from its one owner (owners tile every plane), so a
+        # gather fills its whole read crop
+        got = self.local.area + sum(cells.area for cells in self.take.values())
+        if got != self.reads.area:
+            raise ValueError(f"routes: {got} of the {self.reads.area} cells of {self.reads} have "
+                             f"an owner; a plan's owned rectangles must tile every plane")
+
     @property
     def local(self) -> Rect:
         """The cells I both own and read: they never travel."""
@@ -133,14 +141,17 @@ def stage_routes(plan: PartitionPlan, s: int, region: str) -> list[Routes]:
 
 
 def gather_sends(owned, r: Routes) -> dict:
-    """What a gather sends: ``{v: the cells of `owned` that v reads}`` (copies, ready to travel)."""
-    return {v: view(owned, r.own, cells).copy() for v, cells in r.give.items()}
+    """What a gather sends: ``{v: the cells of `owned` that v reads}``, as views of ``owned``
+    (whoever carries them copies them: the transport into shared memory, the in-process driver
+    by hand)."""
+    return {v: view(owned, r.own, cells) for v, cells in r.give.items()}
 
 
 def gather_assemble(owned, got: dict, r: Routes):
     """The read crop (B, ch, reads): my own cells plus what the owners sent (``got[u]``)."""
     _expect("gather", got, r.take)
-    out = zeros_on(owned, owned.shape[1], r.reads)
+    xp = get_xp(owned)  # every cell of the read crop is either mine or sent: no zeros needed
+    out = xp.empty((owned.shape[0], owned.shape[1], *shape(r.reads)), dtype=owned.dtype)
     view(out, r.reads, r.local)[...] = view(owned, r.own, r.local)
     for u, cells in r.take.items():
         _check_piece("gather", u, got[u], view(out, r.reads, cells).shape)
@@ -154,16 +165,19 @@ def gather_assemble(owned, got: dict, r: Routes):
 
 
 def scatter_sends(partial, r: Routes) -> dict:
-    """What a scatter sends: ``{u: my partial sums on the cells u owns}``."""
-    return {u: view(partial, r.reads, cells).copy() for u, cells in r.take.items()}
+    """What a scatter sends: ``{u: my partial sums on the cells u owns}`` (views of ``partial``)."""
+    return {u: view(partial, r.reads, cells) for u, cells in r.take.items()}
 
 
 def scatter_sum(partial, got: dict, r: Routes):
     """The owned crop: my partial sums on my own cells plus every reader's (``got[v]``), added in
     partition order (so the sum is the same wherever it is computed)."""
     _expect("scatter", got, r.give)
-    out = zeros_on(partial, partial.shape[1], r.own)
-    view(out, r.own, r.local)[...] += view(partial, r.reads, r.local)
+    if r.local == r.own and not r.own.empty:  # (0 + a is a: start from a copy of my own sums)
+        out = view(partial, r.reads, r.local).copy()
+    else:
+        out = zeros_on(partial, partial.shape[1], r.own)
+        view(out, r.own, r.local)[...] += view(partial, r.reads, r.local)
     for v, cells in r.give.items():
         _check_piece("scatter", v, got[v], view(out, r.own, cells).shape)
         view(out, r.own, cells)[...] += got[v]

@@ -22,7 +22,7 @@ from gpu.device import ENV_VAR, DeviceUnavailable, to_device, to_host
 from gpu.testing import cuda_available, needs_cuda
 from refimpl.config import load_config
 from refimpl.model import init_params, model_backward, model_forward, stage_terms
-from simcluster import tiled, tiles
+from simcluster import tile_program, tiled, tiles
 from simcluster.coordinator import Coordinator
 from simcluster.partition import Halo, SetWeights, StepInput, StepResult, backend
 from simcluster.tile_program import TileResult
@@ -106,7 +106,7 @@ def _host_split_input(plan, x):
                                    t[0].input.cols[0]:t[0].input.cols[1]]) for t in plan.tiles]
 
 
-@pytest.mark.parametrize("module, name, stray", [(tiles, "zeros_on", _host_zeros),
+@pytest.mark.parametrize("module, name, stray", [(tile_program, "zeros_on", _host_zeros),
                                                  (tiled, "split_input", _host_split_input)],
                          ids=["zeros_on", "split_input"])
 def test_a_stray_host_conversion_fails_on_the_stand_in(monkeypatch, module, name, stray):

@@ -262,6 +262,6 @@ def test_cli_cluster_step_reports_times_bytes_and_memory(tmp_path, capsys):
     assert main(["cluster", "step", "--grid", "2x2", "--config", "tiny", "--batch", "2",
                  "--trace", str(trace)]) == 0
     out = capsys.readouterr().out
-    for words in ("start-up:", "step 1:", "bytes moved:", "halo pieces", "peak memory:"):
+    for words in ("start-up:", "step 1:", "bytes moved:", "halo messages", "peak memory:"):
         assert words in out
     assert any(e.get("name") == "tile compute" for e in json.loads(trace.read_text())["traceEvents"])

@@ -129,7 +129,57 @@ def test_traffic_is_what_the_plan_report_predicts(grid):
 def test_one_partition_sends_nothing():
     cfg = tiny()
     params, x = problem(cfg)
-    assert tiled_step(plan_for(cfg, (1, 1)), cfg, params, x).traffic == {"messages": 0, "bytes": 0}
+    traffic = tiled_step(plan_for(cfg, (1, 1)), cfg, params, x).traffic
+    assert (traffic["messages"], traffic["bytes"]) == (0, 0)
+
+
+@pytest.mark.parametrize("mode", ["joint", "local"])
+def test_an_exchange_sends_one_message_per_neighbour_with_every_part(monkeypatch, mode):
+    """Parts that travel together: each neighbour gets one dict per exchange, holding exactly
+    the parts the plan gives it; with local gradients a stage's df rides on its last forward
+    exchange (3 exchanges a stage), with joint ones the backward follows the forward."""
+    import simcluster.tiled as tiled_mod
+    from simcluster.tile_program import tile_step
+
+    cfg = mode_config(mode)
+    params, x = problem(cfg)
+    plan = plan_for(cfg, (2, 2))
+    seen = []
+
+    def recording(*args):
+        program = tile_step(*args)
+        got = None
+        while True:
+            try:
+                ex = program.send(got)
+            except StopIteration as stop:
+                return stop.value
+            seen.append((args[1], ex))
+            got = yield ex
+
+    monkeypatch.setattr(tiled_mod, "tile_step", recording)
+    out = tiled_step(plan, cfg, params, x)
+    assert_same(out, *reference(cfg, params, x))
+    names = out.traffic["exchanges"]
+    n = len(cfg.stages)
+    assert len(names) == (3 * n if mode == "local" else 3 * n + (n - 1) + n + (n - 1))
+    if mode == "local":
+        assert [nm.split(".")[1] for nm in names[:3]] == ["x", "xhat+f", "resid+p+df"]
+    for t, ex in seen:
+        parts = ex.name.split("+")
+        for v, pieces in ex.sends.items():
+            assert v != t and set(pieces) <= set(parts)
+        assert len(ex.expect) == len(set(ex.expect))
+    assert out.traffic["messages"] == sum(len(ex.sends) for _, ex in seen)
+
+
+def test_routes_refuse_a_read_region_that_nobody_owns():
+    from simcluster.tiles import Routes
+
+    own, reads = Rect((0, 4), (0, 4)), Rect((0, 6), (0, 4))  # rows 4-5 have no owner
+    with pytest.raises(ValueError, match="16 of the 24 cells"):
+        Routes(own, reads, {}, {})
+    Routes(own, reads, {}, {1: Rect((4, 6), (0, 4))})  # with their owner: fine
 
 
 def test_gather_and_scatter_are_adjoint():

@@ -145,7 +145,7 @@ def run_step(args) -> int:
                       f"compute {min(comp):.3f}..{max(comp):.3f} s, wait {min(wait):.3f}.."
                       f"{max(wait):.3f} s")
                 msgs = sum(p["messages"] for p in st.partitions)
-                print(f"  bytes moved: {st.halo_bytes:,} in {msgs:,} halo pieces between partitions, "
+                print(f"  bytes moved: {st.halo_bytes:,} in {msgs:,} halo messages between partitions, "
                       f"{st.coordinator_bytes:,} between the coordinator and the partitions")
             mem = c.memory()
         peak = [p["peak_rss_kib"] for p in mem]

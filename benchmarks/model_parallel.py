@@ -21,7 +21,8 @@ Writes ``benchmarks/results/model_parallel.json``. Figures (issue 6, transport p
 - **model-parallel step** (``--parts model``): one minibatch of each of ``--model-configs``
   (``mini`` and ``full``) forward and backward through :class:`simcluster.Coordinator` on a 2x1
   grid (two partitions, one BLAS thread each) against single-process refimpl on the same
-  minibatch (default threads, and one thread), median of ``--model-repeats``; and the same step
+  minibatch (default threads, and one thread), median of ``--model-repeats`` (the 2x1 and the
+  default-threads steps take turns, so both see the same machine); and the same step
   on 13x13 (169 partitions: every halo exchange of the model, not a synthetic round), with its
   halo messages and bytes; and **core scaling**: the one-thread single-process step timed alone
   and in two processes at once, which bounds what any 2-process split can reach here.
@@ -259,10 +260,14 @@ def core_scaling(config: str, batch: int, repeats: int) -> dict:
             "floor_2x1_vs_single": ratio / 2}
 
 
-def single_process_step(cfg, params, x, repeats: int, threads: int | None) -> tuple[float, float]:
+def single_process_step(cfg, params, x, repeats: int, threads: int | None,
+                        between=None) -> tuple[float, float]:
     """Median seconds (wall clock, and CPU time of this process) of refimpl's model_forward +
     model_backward, with its default threads (BLAS, and refimpl's own column threads) or
-    ``threads`` of each."""
+    ``threads`` of each. ``between(r)``, if given, runs after each timed step (untimed): the
+    2x1 grid's steps, so that the two take turns and see the same machine. Then every timed
+    step follows an untimed one, so that it finds its data in the caches as in training, not
+    where the other left them."""
     from threadpoolctl import threadpool_limits
 
     from refimpl.model import model_backward, model_forward
@@ -272,14 +277,17 @@ def single_process_step(cfg, params, x, repeats: int, threads: int | None) -> tu
         os.environ["CATNEURON_THREADS"] = str(threads)  # refimpl.locally_connected's pool
     times, cpu = [], []
     try:
-        with threadpool_limits(threads):  # None: leave the default
-            for r in range(repeats + 1):
-                t, c = time.perf_counter(), time.process_time()
-                _, cache = model_forward(x, params, cfg)
-                model_backward(cache, cfg, input_grad=False)  # J and grads, as the cluster
-                if r:
-                    times.append(time.perf_counter() - t)
-                    cpu.append(time.process_time() - c)
+        for r in range(repeats + 1):
+            with threadpool_limits(threads):  # None: leave the default
+                for warm in ((True, False) if between is not None else (False,)):
+                    t, c = time.perf_counter(), time.process_time()
+                    _, cache = model_forward(x, params, cfg)
+                    model_backward(cache, cfg, input_grad=False)  # J and grads, as the cluster
+                    if r and not warm:
+                        times.append(time.perf_counter() - t)
+                        cpu.append(time.process_time() - c)
+            if between is not None:
+                between(r)
     finally:
         if saved is None:
             os.environ.pop("CATNEURON_THREADS", None)
@@ -289,7 +297,12 @@ def single_process_step(cfg, params, x, repeats: int, threads: int | None) -> tu
 
 
 def model_steps(config: str, batch: int, repeats: int) -> dict:
-    """The 2x1 grid against one process on the same minibatch, and the 13x13 step."""
+    """The 2x1 grid against one process on the same minibatch, and the 13x13 step.
+
+    The 2x1 steps and the single-process steps (default threads) take turns, two of each per
+    repeat, the second timed: timed in two blocks, one after the other, a change in the
+    machine's speed between the blocks (other jobs; 10-15% within minutes here) would move the
+    ratio as much as any change to the code."""
     from refimpl.config import load_config
     from refimpl.model import init_params
     from simcluster import Coordinator
@@ -298,17 +311,28 @@ def model_steps(config: str, batch: int, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     params = init_params(cfg, rng)
     x = rng.standard_normal((batch, cfg.channels, cfg.image_size, cfg.image_size)).astype(cfg.dtype)
-    single, _ = single_process_step(cfg, params, x, repeats, None)
     single1, single1_cpu = single_process_step(cfg, params, x, repeats, 1)
-    out = {"config": config, "batch": batch, "repeats": repeats, "single_s": single,
+    out = {"config": config, "batch": batch, "repeats": repeats,
            "single_one_thread_s": single1, "single_one_thread_cpu_s": single1_cpu, "grids": []}
     for grid in ((2, 1), (13, 13)):
         with Coordinator(cfg, grid, trace=False, timeout=600) as c:
             c.set_params(params)
-            steps = [c.step(x) for _ in range(repeats + 1)][1:]  # the first is a warm-up
+            c.step(x)  # a warm-up
+            steps = []
+            if grid == (2, 1):
+                def turn(r):  # an untimed step to warm the caches, then the timed one
+                    c.step(x)
+                    if r:
+                        steps.append(c.step(x))
+
+                single, _ = single_process_step(cfg, params, x, repeats, None, between=turn)
+                out["single_s"] = single
+            else:
+                steps = [c.step(x) for _ in range(repeats)]
             startup = c.startup_s
         med = statistics.median(s.seconds for s in steps)
         last = steps[-1]
+        single = out["single_s"]
         row = {"grid": list(grid), "startup_s": startup, "step_s": med,
                "vs_single": med / single,
                "compute_s_max": max(p["compute_s"] for p in last.partitions),

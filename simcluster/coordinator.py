@@ -47,7 +47,7 @@ from .faults import FaultPlan
 from .group import RemoteError, Role, WorkerDied
 from .ray_backend import make_group
 from .partition import MemoryQuery, MemoryReport, SetWeights, StepInput, StepResult, partition_main
-from .tiled import StepOutput, assemble, plan_for, split_input, split_params
+from .tiled import StepOutput, assemble, plan_for, split_params
 from .transport import DEFAULT_SHM_THRESHOLD, RecvTimeout
 
 
@@ -172,7 +172,9 @@ class Coordinator:
         k = self.k
         t0 = time.perf_counter()
         sent = 0
-        for t, xt in enumerate(split_input(self.plan, x)):
+        for t in range(self.plan.n_partitions):
+            own = self.plan.tiles[t][0].input
+            xt = x[..., own.rows[0]:own.rows[1], own.cols[0]:own.cols[1]]  # a view: sending copies it
             self.group.send(("partition", t), StepInput(k, xt))
             sent += xt.nbytes
         ordered = self._one_from_each(f"step {k}", "no result",

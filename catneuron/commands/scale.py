@@ -148,7 +148,7 @@ def scale_model(cfg, grids, predict, fit_grids, steps: int, batch: int, seed: in
 
 def _cluster(model, software: bool = True):
     """The assumed machine and network; ``software=False`` also drops every fitted software cost
-    (per piece, byte, exchange, step, partition): compute and the network only, a lower bound."""
+    (per message, byte, exchange, step, partition): compute and the network only, a lower bound."""
     from simcluster.costmodel import Link, scaled
 
     machine = scaled(model, s_per_flop=model.s_per_flop / ASSUMED["cores_per_machine"])
@@ -357,7 +357,7 @@ def report(res: dict) -> None:
     print(f"config {res['config']}, minibatch {res['batch']}, {res['cores']} cores, load average "
           f"{', '.join(f'{v:.1f}' for v in res['load_avg'])} (a shared machine: wall clocks are noisy)")
     print(f"fitted on {', '.join(res['fit_grids'])}: {c['flops_per_s'] / 1e9:.2f} Gflop/s per "
-          f"process, {c['s_per_message'] * 1e6:.0f} us per piece, {c['s_per_byte'] * 1e9:.3f} ns "
+          f"process, {c['s_per_message'] * 1e6:.0f} us per message, {c['s_per_byte'] * 1e9:.3f} ns "
           f"per byte, {c['s_per_exchange'] * 1e6:.0f} us per exchange wait, "
           f"{c['step_overhead_s'] * 1e3:.1f} ms per step + "
           f"{c['per_partition_s'] * 1e3:.2f} ms per partition")

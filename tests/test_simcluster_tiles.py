@@ -104,7 +104,8 @@ def test_tiles_make_input_gradients_only_where_they_flow_on(monkeypatch, mode):
     assert_same(out, *reference(cfg, params, x))  # and the gradients are still right
 
 
-@pytest.mark.parametrize("overrides", [{}, {"gradient": "local", "tied": True, "lcn": False}])
+@pytest.mark.parametrize("overrides", [{}, {"gradient": "local"},
+                                       {"gradient": "local", "tied": True, "lcn": False}])
 def test_tiled_step_13x13_with_empty_partitions(overrides):
     cfg = tiny(**overrides)
     plan = plan_for(cfg, (13, 13))

@@ -28,8 +28,8 @@ With local gradients (each stage's weights follow its own J_s) a stage's backwar
 from the stages above, so it runs inside the forward: its pooling gradient travels with the
 stage's last forward exchange and its weight gradients are computed right after it. Three
 stages with LCN take 9 exchanges instead of 18 (``full`` on a 2x1 grid: 18 messages instead of
-36, the same bytes).
-Joint gradients flow down from the top stage, so their backward follows the whole forward.
+36, the same bytes). Joint gradients flow down from the top stage, so their backward follows the
+whole forward.
 
 Every partition yields every exchange of this list, even with nothing to send or receive, so
 all programs stay in step.
@@ -178,7 +178,8 @@ def tile_step(plan: PartitionPlan, t: int, cfg: ModelConfig, weights: dict, x,
             y = view(y_crop, tile.lcn_reads, tile.pool)  # the owned outputs are exact
         if not joint:
             _weight_grads(grads, s, cfg, weights, enc, dec, got["df"], resid_crop, need_dx=False)
-        saved.append((enc, dec, pool, lcn, p, resid, resid_crop))
+        if joint:  # what the backward below needs (local gradients are done with it)
+            saved.append((enc, dec, pool, lcn, p, resid, resid_crop))
         h = y  # owned next-stage input: the same cells as this stage's owned pooling units
     dy = None
     for s in reversed(range(n)) if joint else ():  # ------------------ backward, joint gradients
@@ -210,12 +211,11 @@ def tile_step(plan: PartitionPlan, t: int, cfg: ModelConfig, weights: dict, x,
 def _pool_backward(st, tile, p, pool, lam: float, dp_above=None):
     """Partial dL/df on the pooling's read region: ``lambda`` (the sparsity term's d/dp) plus
     what comes from above (``dp_above``, owned pooling units), through L2 pooling."""
-    xp = get_xp(p)
-    dp = xp.full_like(p, lam)  # d(lambda * sum p) / dp
+    if pool is None:  # no pooling unit of mine
+        return zeros_on(p, st.maps, tile.pool_reads)
+    dp = get_xp(p).full_like(p, lam)  # d(lambda * sum p) / dp
     if dp_above is not None:
         dp = dp + dp_above
-    if pool is None:
-        return zeros_on(p, st.maps, tile.pool_reads)
     return l2pool_backward(dp, pool)[0]  # (B, K, pool reads)
 
 

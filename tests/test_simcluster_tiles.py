@@ -20,7 +20,8 @@ from refimpl.model import init_params, model_backward, model_forward, stage_term
 from simcluster.plan import Rect
 from simcluster.plan_report import summary
 from simcluster.tiled import plan_for, split_params, tiled_step
-from simcluster.tiles import gather_assemble, gather_sends, routes, scatter_sends, scatter_sum
+from simcluster.tiles import (gather_assemble, gather_sends, routes, scatter_sends, scatter_sum,
+                              view)
 
 TOL = 1e-10
 
@@ -197,10 +198,37 @@ def test_gather_and_scatter_are_adjoint():
             sent = [gather_sends(a[t], R[t]) for t in range(len(R))]
             ga = [gather_assemble(a[t], {u: sent[u][t] for u in R[t].take}, R[t]) for t in range(len(R))]
             back = [scatter_sends(b[t], R[t]) for t in range(len(R))]
-            sb = [scatter_sum(b[t], {v: back[v][t] for v in R[t].give}, R[t]) for t in range(len(R))]
+            sb = [scatter_sum(b[t].copy(), {v: back[v][t] for v in R[t].give}, R[t])  # (used up)
+                  for t in range(len(R))]
             lhs = sum(float((g * bb).sum()) for g, bb in zip(ga, b))
             rhs = sum(float((aa * q).sum()) for aa, q in zip(a, sb))
             assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs)), (s, region)
+
+
+def test_scatter_sum_adds_in_place_and_leaves_the_sent_cells_alone():
+    # a scatter adds the readers' sums into my own cells of `partial` (no copy), and the cells I
+    # sent (views of `partial`, perhaps not yet copied by whoever carries them) keep my values
+    cfg = tiny()
+    plan = plan_for(cfg, (3, 2))
+    rng = np.random.default_rng(2)
+    R = [routes(plan, t, 0, "filter") for t in range(plan.n_partitions)]
+    b = [rng.standard_normal((2, 3, *_hw(r.reads))) for r in R]
+    before = [a.copy() for a in b]
+    back = [scatter_sends(b[t], R[t]) for t in range(len(R))]
+    in_place = 0
+    for t in range(len(R)):
+        got = {v: back[v][t].copy() for v in R[t].give}
+        mine = view(before[t], R[t].reads, R[t].local).copy()
+        for v in R[t].give:
+            view(mine, R[t].own, R[t].give[v])[...] += got[v]
+        out = scatter_sum(b[t], got, R[t])
+        assert np.shares_memory(out, b[t]) == (R[t].local == R[t].own and not R[t].own.empty)
+        in_place += np.shares_memory(out, b[t])
+        np.testing.assert_array_equal(out, mine)
+        for u, cells in R[t].take.items():  # what I sent is still my own partial sum
+            np.testing.assert_array_equal(view(b[t], R[t].reads, cells),
+                                          view(before[t], R[t].reads, cells))
+    assert in_place > 0
 
 
 def _hw(r: Rect):

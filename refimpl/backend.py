@@ -40,13 +40,17 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def strided_view(a, shape: tuple, strides: tuple):
-    """A view of the contiguous array ``a`` with the given shape and strides (in bytes), no copy:
-    ``as_strided``, which NumPy writes in Python (~5-10 us a call, paid once per column of every
-    kernel); for a NumPy array the ndarray constructor makes the same view in C, and checks that
-    it stays inside ``a``. Other backends use their own ``lib.stride_tricks.as_strided``."""
+def strided_view(a, shape: tuple, strides: tuple, offset: int = 0):
+    """A view of the contiguous array ``a`` with the given shape and strides (in bytes), starting
+    ``offset`` bytes into it, no copy: ``as_strided``, which NumPy writes in Python (~5-10 us a
+    call, paid once per column of every kernel); for a NumPy array the ndarray constructor makes
+    the same view in C, and checks that it stays inside ``a``. Other backends use their own
+    ``lib.stride_tricks.as_strided``."""
+    if not a.flags.c_contiguous:
+        raise ValueError("strided_view needs a contiguous array")
     if type(a) is np.ndarray:
-        if not a.flags.c_contiguous:
-            raise ValueError("strided_view needs a contiguous array")
-        return np.ndarray(shape, a.dtype, buffer=a, strides=strides)
-    return get_xp(a).lib.stride_tricks.as_strided(a, shape=shape, strides=strides)
+        return np.ndarray(shape, a.dtype, buffer=a, offset=offset, strides=strides)
+    if offset % a.itemsize:
+        raise ValueError(f"strided_view: offset {offset} is not a whole number of {a.itemsize}-byte items")
+    start = a.reshape(-1)[offset // a.itemsize :]
+    return get_xp(a).lib.stride_tricks.as_strided(start, shape=shape, strides=strides)

@@ -21,13 +21,14 @@ stride 1), so the column is a single batched ``matmul``. A patch's rows are in `
 channel would read W in place, but at the small fields of the ``mini`` and ``full`` configs
 (R = 3-8, up to 16 channels) its many tiny products made the forward up to 2x slower.
 
-The adjoint overlap-adds. Its products have only K = 8 terms, so it is bound by what it writes:
-one ``(C*R*R, B)`` product per location, each added into the image, wrote and re-read every
-pixel (R/S)^2 times. Instead neighbouring locations of a column go in groups
-(:func:`_group_size`), and a group's product covers the group's whole field with its overlaps
-already summed inside the product (:func:`_grouped_weights`); only the groups' fields are then
-added into the image, C*Y contiguous runs of R*B. It reads W in its own order: nothing is
-gathered but the groups' matrices, whose runs are whole (u, v) blocks.
+The adjoint overlap-adds. Its products have only K = 8 terms per location, so it is bound by
+what it writes: one ``(C*R*R, B)`` product per location, each added into the image, wrote and
+re-read every pixel (R/S)^2 times. Instead it gathers: a column's strip is cut into blocks of S
+rows, each read by the T = ceil(R/S) neighbouring locations of the column, and a block's gradient
+is one product with T*K terms (:func:`_row_blocks`), so each row of the strip is written once and
+the strip is then added into the image, C*H contiguous runs of R*B. Its weights are the column's
+W, written once into a zero buffer laid out so that every block's matrix is a plain strided view
+of it (:class:`_BlockWeights`).
 
 Moving between the public and internal layouts is a transpose of the ``(B, N)`` matrix of
 flattened images, copied in tiles.
@@ -40,7 +41,7 @@ of ours oversubscribe the cores, and on a busy machine the small products then s
 count, and the adjoint sums its image in fixed bands of columns, added in order, so
 ``CATNEURON_THREADS=1`` (run in order, in this thread) and any other thread count give
 bit-identical results. A layer's backward runs its two kernels (input and weight gradients) at
-once instead, one thread each (:func:`run_pair`).
+once instead, one thread each, the thread done first helping the other (:func:`run_pair`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from functools import partial
+from functools import lru_cache, partial
+from typing import NamedTuple
 
 from .backend import get_xp, strided_view
 
@@ -134,18 +136,21 @@ def _small_ufunc_buffers():
 _MIN_THREADED_FLOPS = 64e6
 
 
-def _run_in_order(tasks, flops: float) -> list:
+def _run_in_order(tasks, flops: float, min_flops: float | None = None) -> list:
     """Run ``tasks`` (callables with no arguments) and return their results in order.
 
-    When the call is worth it (``flops``, the whole call's work, at least
-    ``_MIN_THREADED_FLOPS``), the tasks are cut into one contiguous run per thread and the
+    When the call is worth it (``flops``, the whole call's work, at least ``min_flops``, by
+    default ``_MIN_THREADED_FLOPS``), the tasks are cut into one contiguous run per thread and the
     caller's thread runs the last run itself: one hand-over per thread, not one per task. On this
     VM a thread that waits for the GIL wakes slowly, so many small hand-overs let one thread do
     nearly all the work while the other sat waiting (measured: a 0.3 ms column took 2.6 ms).
     """
     n = min(_threads(), len(tasks))
+    min_flops = _MIN_THREADED_FLOPS if min_flops is None else min_flops
     with _one_blas_thread():
-        if n <= 1 or flops < _MIN_THREADED_FLOPS or getattr(_SOLO, "on", False):
+        if getattr(_SOLO, "on", False):  # one kernel of a pair: here, and shared with the other thread
+            return _run_shared(tasks, _SOLO.pair, _SOLO.side)
+        if n <= 1 or flops < min_flops:
             return _run_all(tasks)
         pool = _pool(n - 1)
         runs = [tasks[i * len(tasks) // n : (i + 1) * len(tasks) // n] for i in range(n)]
@@ -176,7 +181,7 @@ def _quiet_invalid():
 
 
 _MAX_PAIR_FLOPS = 8e9  # a pair with more work than this runs one kernel after the other
-_SOLO = threading.local()  # .on: this thread runs one kernel of a pair: its tasks stay here
+_SOLO = threading.local()  # .on: this thread runs one kernel of a pair (.pair, .side: which one)
 
 
 def run_pair(first, second, flops: float):
@@ -194,29 +199,105 @@ def run_pair(first, second, flops: float):
     explained: perhaps two different kernels at once contend for memory more than one kernel
     split in two). Above ``_MAX_PAIR_FLOPS`` each kernel therefore splits its own columns.
     The ``mini`` config's pairs (34 MFLOP) were 20% slower this way: they stay below
-    ``_MIN_THREADED_FLOPS``. Each kernel computes exactly what it computes alone, so the
-    results do not depend on any of this.
+    ``_MIN_THREADED_FLOPS``.
+
+    The two kernels seldom take equally long (the weight gradient took 1.1-1.4x the adjoint at
+    the benchmark's shapes), so the thread that finishes first helps the other: it takes the
+    other kernel's remaining tasks (columns, or the adjoint's bands) from the back of its list
+    while their owner takes them from the front (:class:`_Shared`). Each task computes exactly
+    what it computes alone, in whichever thread, so the results do not depend on any of this.
     """
     if (_threads() < 2 or not _MIN_THREADED_FLOPS <= flops <= _MAX_PAIR_FLOPS
             or getattr(_SOLO, "on", False)):
         return first(), second()
+    pair = [None, None]  # each side's _Shared, once its kernel has made its tasks
     with _one_blas_thread():
-        future = _pool(1).submit(_solo, second)
+        future = _pool(1).submit(_solo, second, pair, 1)
         try:
-            a = _solo(first)
+            a = _solo(first, pair, 0)
         except BaseException:
             wait([future])  # no kernel outlives the call, and `first`'s error is the one raised
             raise
         return a, future.result()
 
 
-def _solo(call):
-    """Run one kernel call with all its tasks in this thread (:func:`run_pair`)."""
-    _SOLO.on = True
+def _solo(call, pair: list, side: int):
+    """Run one kernel of a pair in this thread, then help the other (:func:`run_pair`)."""
+    _SOLO.on, _SOLO.pair, _SOLO.side = True, pair, side
     try:
-        return call()
+        result = call()
     finally:
-        _SOLO.on = False
+        _SOLO.on, _SOLO.pair = False, None
+    other = pair[1 - side]
+    if other is not None:
+        other.help()
+    return result
+
+
+class _Shared:
+    """One kernel's tasks in a pair: its own thread takes them from the front, and the other
+    thread, once its own kernel is done, from the back. The owner returns when every task is
+    done, the helper's included; an error in either thread stops both and reaches the owner."""
+
+    def __init__(self, tasks):
+        self.tasks, self.results = tasks, [None] * len(tasks)
+        self.front, self.back = 0, len(tasks)  # tasks front..back-1 are still to take
+        self.helping = 0  # tasks the helper is running now
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+
+    def _take(self, from_back: bool):
+        with self.cond:
+            if self.front >= self.back:
+                return None
+            if from_back:
+                self.back -= 1
+                self.helping += 1
+                return self.back
+            self.front += 1
+            return self.front - 1
+
+    def _stop(self):
+        self.back = self.front  # (under self.cond) nothing more is taken
+
+    def run(self) -> list:
+        """The owner's part: tasks from the front, then wait for the helper's."""
+        try:
+            with _small_ufunc_buffers(), _quiet_invalid():
+                while (i := self._take(from_back=False)) is not None:
+                    self.results[i] = self.tasks[i]()
+        except BaseException:
+            with self.cond:
+                self._stop()
+                self.cond.wait_for(lambda: self.helping == 0)
+            raise
+        with self.cond:
+            self.cond.wait_for(lambda: self.helping == 0)
+        if self.error is not None:
+            raise self.error
+        return self.results
+
+    def help(self):
+        """The other thread's part: tasks from the back while any are left."""
+        with _small_ufunc_buffers(), _quiet_invalid():
+            while (i := self._take(from_back=True)) is not None:
+                error = None
+                try:
+                    self.results[i] = self.tasks[i]()
+                except BaseException as e:  # handed to the owner, which raises it
+                    error = e
+                with self.cond:
+                    self.helping -= 1
+                    if error is not None:
+                        self.error = self.error or error
+                        self._stop()
+                    self.cond.notify_all()
+
+
+def _run_shared(tasks, pair: list, side: int) -> list:
+    shared = _Shared(tasks)
+    pair[side] = shared  # from now on the other thread may help
+    return shared.run()
 
 
 # The layout changes copy (images, values) tiles of these sizes: the best of a sweep at 1.2-20 MB
@@ -329,38 +410,100 @@ def lc_apply(x, W, stride: int, *, xt=None):
     return _batch_first(ft)  # (B, K, OH, OW)
 
 
-_CHUNK_BYTES = 1 << 20  # the adjoint's products are made this many bytes at a time (~ an L2 cache)
-_GROUP: int | None = None  # locations per adjoint product; None: _group_size's choice
 _BANDS = 2  # the adjoint sums its image in this many bands of columns, whatever the thread count
+# One more product call costs about as much as this many flops of products: the adjoint's runs of
+# blocks weigh one against the other (:func:`_row_blocks`). A call and its views take ~5 us
+# alone, ~20 us while a kernel runs on the other thread (each call hands the GIL over), and the
+# products run at ~100 GFLOP/s. Probes at B = 100 (benchmarks/sublayers.py's shapes, the layer's
+# backward, dx beside dW): 2e6 was 3-8% quicker than 5e5 and than one run a column.
+_CALL_FLOPS = 2e6
+# The adjoint alone runs on two threads only from this much work: its bands cost an image-sized
+# zeroing and add each, and at 0.1 GFLOP (32 px, stride 2 in the benchmark) two threads were
+# 10-50% slower than one; at 0.35 GFLOP (32 px, stride 1) 1.2x quicker.
+_MIN_THREADED_ADJOINT_FLOPS = 2e8
 
 
-def _group_size(field: int, stride: int) -> int:
-    """How many neighbouring locations of a column share one adjoint product: the most whose
-    padding, (g - 1) * S field rows, stays within a third of R, so that at most a quarter of the
-    product is zeros (g = 4 at R = 18, S = 2; g = 1, one product per location, at R = 5, S = 2)."""
-    return _GROUP or 1 + field // (3 * stride)
+class RowBlocks(NamedTuple):
+    """How the adjoint cuts a column's strip into blocks of S rows (:func:`_row_blocks`)."""
+
+    n0: int  # (R - 1) // S: block i is read by the locations i - n0 .. i
+    T: int  # n0 + 1 locations read a block (fewer at the column's ends)
+    covered: int  # rows of the strip that some field covers, (OH - 1) * S + R
+    n: int  # blocks, ceil(covered / S)
+    runs: tuple  # (a, b, t0, t1): blocks a..b-1 make one product over the slots t0..t1-1
 
 
-def _grouped_weights(W, ox: int, g: int, stride: int, out=None):
-    """Column ``ox`` of W as the adjoint's grouped matrices, one per ``g`` neighbouring locations.
+@lru_cache(maxsize=256)
+def _row_blocks(n_rows: int, field: int, stride: int, slot_flops: float,
+                call_flops: float = _CALL_FLOPS) -> RowBlocks:
+    """Cut a column's strip into blocks of S rows, and the blocks into runs, one product each.
 
-    W (OH, OW, K, C, R, R) -> (G, g*K, C*Y*R), G = ceil(OH / g), Y = R + (g-1)*S. Group i's
-    matrix holds, for the locations oy = i*g + j (j < g), ``W[oy, ox]`` placed at the field rows
-    j*S .. j*S + R of the Y rows the group covers together, zeros elsewhere (and for locations
-    past OH). Its transpose maps the group's maps to its field: one product does the group's
-    overlap-add. Each (u, v) block of W is one contiguous run here.
-    ``out``: the previous column's matrices, to refill: the zeros are in the same places for every
-    column, so only W's blocks are written again.
+    Row ``y = i*S + s`` of the strip (block i, s < S) is read by the locations
+    ``oy = i - n0 + t`` (slot t < T = n0 + 1, n0 = (R - 1) // S) through their field row
+    ``u = s + (n0 - t)*S``, wherever ``0 <= oy < OH`` and ``u < R``. Block i's slots run from
+    ``max(0, n0 - i)`` to ``min(T, OH + n0 - i)``: all T in the middle of the column, fewer near
+    its ends. A run of blocks makes one product over the union of its blocks' slots, multiplying
+    zeros in the slots a block does not have; each run costs ``call_flops`` more. The runs are
+    the cheapest cut (dynamic programming over the blocks, in order); ``slot_flops`` is one
+    slot's work, ``2 * S*C*R * K * B``. (OH = n_rows, R = field, S = stride.)
     """
-    xp = get_xp(W)
-    OH, _, K, C, R, _ = W.shape
-    S = stride
-    G, Y = -(-OH // g), R + (g - 1) * S
-    A = xp.zeros((G, g, K, C, Y, R), dtype=W.dtype) if out is None else out.reshape(G, g, K, C, Y, R)
-    for j in range(g):
-        n = len(range(j, OH, g))
-        A[:n, j, :, :, j * S : j * S + R] = W[j::g, ox]  # (n, K, C, u, v)
-    return A.reshape(G, g * K, C * Y * R)
+    OH, R, S = n_rows, field, stride
+    n0 = (R - 1) // S
+    T, covered = n0 + 1, (OH - 1) * S + R
+    n = -(-covered // S)
+    slots = [(max(0, n0 - i), min(T, OH + n0 - i)) for i in range(n)]
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)  # best[b]: cheapest cut of blocks < b
+    for b in range(1, n + 1):
+        t0, t1 = T, 0
+        for a in range(b - 1, -1, -1):  # the last run is blocks a..b-1
+            t0, t1 = min(t0, slots[a][0]), max(t1, slots[a][1])
+            cost = best[a] + call_flops + slot_flops * (b - a) * (t1 - t0)
+            if cost < best[b]:
+                best[b], cut[b] = cost, a
+    runs, b = [], n
+    while b > 0:
+        a = cut[b]
+        runs.append((a, b, min(t for t, _ in slots[a:b]), max(t for _, t in slots[a:b])))
+        b = a
+    return RowBlocks(n0, T, covered, n, tuple(reversed(runs)))
+
+
+class _BlockWeights:
+    """One column of W as the adjoint's block matrices, with no copy but one: ``A[i]`` (T*K,
+    S*C*R) holds, at slot t, the weights with which location ``oy = i - n0 + t`` reads block i,
+    and zeros where it does not.
+
+    The column is written once into a zero buffer laid out so that every ``A[i]`` is a plain
+    matrix view of it. Location oy's weights are K slabs of ``L = T*S * C * R`` values, one per
+    map, each a (u, c, v) block with its field rows u padded with zeros to T*S; the locations
+    follow each other ``K*L + S*C*R`` values apart (an S*C*R gap, never read), with n0 zero
+    locations before the first. Moving one slot on (t + 1) reaches the next location (one step)
+    at field rows S earlier (S*C*R values back): K*L values on in all, one whole map's worth of
+    slabs, so (t, k) is a single row index with stride L. Within a row, (s, c, v) is one contiguous
+    run of S*C*R values (u = s + (n0 - t)*S). Block i starts one location further on than block
+    i - 1: the blocks are one strided stack of matrices, a view BLAS reads as it is.
+    """
+
+    def __init__(self, W, blocks: RowBlocks, stride: int):
+        xp = get_xp(W)
+        OH, _, K, C, R, _ = W.shape
+        S, n0, T, n = stride, blocks.n0, blocks.T, blocks.n
+        L = T * S * C * R  # one map's slab: (u, c, v), u padded to T*S
+        step = K * L + S * C * R  # from one location to the next
+        self.W, self.OH, self.n0 = W, OH, n0
+        self.buffer = xp.zeros((n0 + n) * step, dtype=W.dtype)
+        isz = W.dtype.itemsize
+        # the locations' weights as (oy, k, c, u, v), to write a column into
+        self.slabs = strided_view(self.buffer, (OH, K, C, R, R),
+                                  (step * isz, L * isz, R * isz, C * R * isz, isz), offset=n0 * step * isz)
+        # block i, rows (t, k), columns (s, c, v): starts at location i - n0 + n0 = i, field row n0*S
+        self.A = strided_view(self.buffer, (n, T * K, S * C * R), (step * isz, L * isz, isz),
+                              offset=n0 * S * C * R * isz)
+
+    def column(self, ox: int):
+        """-> (n, T*K, S*C*R), a view: the block matrices of column ``ox``."""
+        self.slabs[...] = self.W[:, ox]  # (OH, K, C, u, v)
+        return self.A
 
 
 def lc_transpose(f, W, stride: int, out_hw: tuple[int, int], *, ft=None):
@@ -369,13 +512,21 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int], *, ft=None):
 
     f: (B, K, OH, OW); W: (OH, OW, K, C, R, R); out_hw = (H, W) -> x: (B, C, H, W). ``ft``: f
     in the kernels' layout (:func:`kernel_layout`), if the caller has it.
-    A column's locations go g = :func:`_group_size` at a time: one product ``A_i^T @ f_i`` (see
-    :func:`_grouped_weights`) gives the whole field of group i, the group's own overlaps already
-    summed, and that ``(C, Y, R, B)`` block is added into the image, C*Y contiguous runs of R*B.
-    A group of 4 at R = 18, S = 2 spends a quarter of its products on zeros but writes a third
-    as much as one product per location, and this kernel is bound by what it writes.
-    The products are made a few groups at a time (about ``_CHUNK_BYTES``), so each is still in
-    cache when it is added.
+
+    Column by column, the gradient of the column's strip (the input its fields read) is gathered
+    a block of S rows at a time (:func:`_row_blocks`): block i is read by T = ceil(R/S)
+    neighbouring locations, so its gradient is one product,
+    ``dX_i (S*C*R, B) = A_i^T (S*C*R, T*K) @ F_i (T*K, B)``, with ``F_i`` the maps of those
+    locations (rows of the column's maps, zero-padded at both ends: a contiguous slice) and
+    ``A_i`` their weights at the rows they read (:class:`_BlockWeights`). Every row of the strip
+    is written once, by a product with T*K terms, and the strip is then added into the image,
+    C*H contiguous runs of R*B; the strips of neighbouring columns overlap. This kernel is bound by
+    what it writes: adding one product per location into the image wrote and re-read every pixel
+    (R/S)^2 times, and groups of locations that summed their own overlaps inside one product
+    (the kernel before this one) still wrote each row of a column up to R/S + 1 times. Against
+    that one, on one thread at B = 100 (interleaved probes): 1.07-1.28x quicker at the six shapes
+    of benchmarks/sublayers.py, 0.89-1.48x at the `mini` and `full` configs' (slowest at R = 3
+    with 16 channels, where a block has only 3 locations).
 
     The columns are cut into ``_BANDS`` bands, each summed into an image of its own (the first
     into the output), and the bands are then added in order. Threads take whole bands, and the
@@ -389,35 +540,33 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int], *, ft=None):
     H, Wd = out_hw
     ft = _batch_last(f) if ft is None else ft  # (K, OH, OW, B)
     xt = xp.zeros((C, H, Wd, B), dtype=f.dtype)  # (C, H, W, B)
-    g = min(_group_size(R, S), OH)
-    G, Y = -(-OH // g), R + (g - 1) * S  # groups in a column; field rows a group covers
-    chunk = max(1, _CHUNK_BYTES // (C * Y * R * B * W.dtype.itemsize))
+    blocks = _row_blocks(OH, R, S, 2 * S * C * R * K * B, _CALL_FLOPS)
+    n0, T, covered, n = blocks.n0, blocks.T, blocks.covered, blocks.n
+    step = K * B * f.dtype.itemsize  # bytes from one location's maps to the next
 
     def band(cols: range):
-        """Overlap-add the locations of columns ``cols`` into the image they cover."""
+        """Overlap-add the strips of columns ``cols`` into the image they cover."""
         x0, width = cols[0] * S, (len(cols) - 1) * S + R
         acc = xt[:, :, :width] if x0 == 0 else xp.zeros((C, H, width, B), dtype=f.dtype)
-        products = xp.empty((min(chunk, G), C * Y * R, B), dtype=f.dtype)
-        fc = xp.zeros((G * g, K, B), dtype=f.dtype)  # the column's maps, zero past OH
-        A = None
+        weights = _BlockWeights(W, blocks, S)
+        fpad = xp.zeros((n + n0, K, B), dtype=f.dtype)  # the column's maps at rows n0.., zeros around
+        dstrip = xp.empty((n, S * C * R, B), dtype=f.dtype)  # (block, s*c*v, B)
         for ox in cols:
-            A = _grouped_weights(W, ox, g, S, out=A)  # (G, g*K, c*y*v)
-            At = A.transpose(0, 2, 1)  # (G, c*y*v, g*K), a view
-            fc[:OH] = ft[:, :, ox].transpose(1, 0, 2)  # (OH, K, B)
-            fg = fc.reshape(G, g * K, B)
+            A = weights.column(ox)  # (n, t*k, s*c*v), a view
+            fpad[n0 : n0 + OH] = ft[:, :, ox].transpose(1, 0, 2)  # (OH, K, B)
+            for a, b, t0, t1 in blocks.runs:
+                F = strided_view(fpad, (b - a, (t1 - t0) * K, B), (step, B * f.dtype.itemsize,
+                                 f.dtype.itemsize), offset=(a + t0) * step)  # F_i = fpad[i + t0 : i + t1]
+                xp.matmul(A[a:b, t0 * K : t1 * K].transpose(0, 2, 1), F, out=dstrip[a:b])
+            rows = dstrip.reshape(n * S, C, R, B)[:covered]  # (y, c, v, B)
             v0 = ox * S - x0
-            for i0 in range(0, G, chunk):
-                n = min(chunk, G - i0)
-                xp.matmul(At[i0 : i0 + n], fg[i0 : i0 + n], out=products[:n])  # (n, c*y*v, B)
-                for i in range(i0, i0 + n):
-                    y0 = i * g * S
-                    y1 = min(y0 + Y, H)  # rows past H hold only the zeros of missing locations
-                    acc[:, y0:y1, v0 : v0 + R] += products[i - i0].reshape(C, Y, R, B)[:, : y1 - y0]
+            acc[:, :covered, v0 : v0 + R] += rows.transpose(1, 0, 2, 3)  # (C, y, v, B)
         return acc
 
     n_bands = min(_BANDS, OW)
     bands = [range(i * OW // n_bands, (i + 1) * OW // n_bands) for i in range(n_bands)]
-    sums = _run_in_order([partial(band, cols) for cols in bands], 2 * OH * OW * K * C * R * R * B)
+    sums = _run_in_order([partial(band, cols) for cols in bands], 2 * OH * OW * K * C * R * R * B,
+                         _MIN_THREADED_ADJOINT_FLOPS)
     with _small_ufunc_buffers(), _quiet_invalid():
         for cols, acc in zip(bands[1:], sums[1:]):  # neighbouring bands overlap: added in order
             xt[:, :, cols[0] * S : cols[0] * S + acc.shape[2]] += acc

@@ -26,3 +26,12 @@ def test_strided_view_needs_a_contiguous_array():
     a = np.zeros((4, 6))[:, ::2]
     with pytest.raises(ValueError, match="contiguous"):
         strided_view(a, (2, 3), a.strides)
+
+
+def test_strided_view_starts_at_its_offset():
+    """The offset (bytes) moves the view's start; the view must still end inside the array."""
+    a = np.arange(24, dtype=np.float32)
+    view = strided_view(a, (3, 4), (8, 4), offset=5 * 4)  # rows start 2 floats apart, from a[5]
+    np.testing.assert_array_equal(view, [[5, 6, 7, 8], [7, 8, 9, 10], [9, 10, 11, 12]])
+    with pytest.raises((ValueError, TypeError)):
+        strided_view(a, (3, 4), (8, 4), offset=20 * 4)  # would end at a[27]

@@ -8,6 +8,9 @@ stride does not divide, non-square images and a single column. The kernels split
 threads: CATNEURON_THREADS=1 and more threads must agree bit for bit.
 """
 
+import time
+from functools import partial
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -109,7 +112,7 @@ def test_reference_detects_a_wrong_kernel():
         assert_matches(shifted, ref_apply(x, Wt, 1), np.float64)
 
 
-# ---- the internal layout and the adjoint's chunks --------------------------------------------
+# ---- the internal layout and the adjoint's blocks --------------------------------------------
 
 @pytest.mark.parametrize("shape", [(60, 3, 50, 45), (37, 8, 30, 41), (5, 2, 3, 3), (9, 8, 27, 31)])
 def test_layout_changes_are_exact_transposes_across_tiles(shape):
@@ -124,45 +127,67 @@ def test_layout_changes_are_exact_transposes_across_tiles(shape):
     assert back.flags.c_contiguous
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 3 * 4 * 6 * 2 * 8])  # 1 and 2 groups a chunk
-def test_adjoint_in_chunks_matches_reference(monkeypatch, chunk_bytes):
-    """The adjoint makes its products a few groups at a time; a chunk that does not divide
-    the column (7 locations, 4 groups of 2) must still add every location once."""
-    monkeypatch.setattr(lc, "_CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(lc, "_GROUP", 2)
-    x, Wt, df = draw(np.random.default_rng(5), np.float64, 2, 3, 2, 4, 1, 10, 6)  # OH = 7
-    assert_matches(lc_transpose(df, Wt, 1, (10, 6)), ref_transpose(df, Wt, 1, (10, 6)), np.float64)
-
-
-@pytest.mark.parametrize("group", [1, 2, 3, 5, 50])
-@pytest.mark.parametrize("S", [1, 2, 3])
-def test_adjoint_groups_of_any_size_match_reference(monkeypatch, group, S):
-    """Groups that divide the column or not (OH = 9, 5 or 4 here), a last group that runs past
-    the image's bottom edge, one group bigger than the column, and an image taller than its
-    fields reach ((H - R) % S != 0)."""
-    monkeypatch.setattr(lc, "_GROUP", group)
-    H = 14
-    x, Wt, df = draw(np.random.default_rng(7), np.float64, 2, 2, 3, 6, S, H, 9)
+@pytest.mark.parametrize("call_flops", [0.0, lc._CALL_FLOPS, 1e30], ids=["exact", "default", "one-run"])
+@pytest.mark.parametrize("R, S, H", [(6, 1, 14), (6, 2, 14), (6, 3, 14), (5, 2, 12), (4, 3, 5),
+                                     (1, 1, 3), (7, 2, 7)])
+def test_adjoint_blocks_in_any_runs_match_reference(monkeypatch, call_flops, R, S, H):
+    """The adjoint's runs of blocks (one product each): one block per run where a call costs
+    nothing, one run for the whole column where calls are dear, and the default cut between.
+    Fields that S divides or not, images taller than their fields reach ((H - R) % S != 0),
+    columns shorter than the T locations that read a block, a 1x1 field and a single location."""
+    monkeypatch.setattr(lc, "_CALL_FLOPS", call_flops)
+    x, Wt, df = draw(np.random.default_rng(7), np.float64, 2, 2, 3, R, S, H, 9)
     assert_matches(lc_transpose(df, Wt, S, (H, 9)), ref_transpose(df, Wt, S, (H, 9)), np.float64)
 
 
-@pytest.mark.parametrize("R, S, g", [(18, 2, 4), (18, 1, 7), (8, 2, 2), (5, 2, 1), (3, 1, 2), (1, 1, 1)])
-def test_group_size_keeps_the_zeros_under_a_quarter(R, S, g):
-    assert lc._group_size(R, S) == g
-    assert (g - 1) * S / (R + (g - 1) * S) <= 0.25  # the share of a group's product that is padding
+@pytest.mark.parametrize("OH, R, S", [(8, 18, 2), (15, 18, 1), (40, 18, 2), (4, 3, 1), (7, 5, 2),
+                                      (3, 8, 3), (1, 4, 1), (6, 1, 2)])
+@pytest.mark.parametrize("call_flops", [0.0, 5.0, 1e30])
+def test_row_blocks_cover_every_field_row_once(OH, R, S, call_flops):
+    """Every (location, field row) pair of a column is some block's row s at some slot t, for
+    exactly one (block, slot, s); the runs cut the blocks in order, each over all the slots its
+    blocks have; free calls multiply no zeros, and dear calls make one run."""
+    blocks = lc._row_blocks(OH, R, S, 1.0, call_flops)
+    n0, T = blocks.n0, blocks.T
+    reached = {}
+    for i in range(blocks.n):
+        for t in range(T):
+            for s in range(S):
+                oy, u = i - n0 + t, s + (n0 - t) * S
+                if 0 <= oy < OH and 0 <= u < R:
+                    reached.setdefault((oy, u), []).append((i, t, s))
+                    assert i * S + s < blocks.covered  # the row it writes is a row of the strip
+    assert sorted(reached) == [(oy, u) for oy in range(OH) for u in range(R)]
+    assert all(len(v) == 1 for v in reached.values())
+    starts = [a for a, _, _, _ in blocks.runs]
+    assert starts[0] == 0 and [b for _, b, _, _ in blocks.runs] == starts[1:] + [blocks.n]
+    for a, b, t0, t1 in blocks.runs:
+        for (i, t, _) in (v[0] for v in reached.values()):
+            if a <= i < b:
+                assert t0 <= t < t1, "a run leaves out a slot one of its blocks needs"
+    slots = sum((b - a) * (t1 - t0) for a, b, t0, t1 in blocks.runs)
+    needed = sum(min(T, OH + n0 - i) - max(0, n0 - i) for i in range(blocks.n))
+    if call_flops == 0.0:
+        assert slots == needed
+    if call_flops == 1e30:
+        assert len(blocks.runs) == 1
 
 
-def test_grouped_weights_place_each_location_at_its_rows():
-    """Group i holds W[i*g + j] at field rows j*S .. j*S + R and zeros elsewhere."""
-    _, Wt, _ = draw(np.random.default_rng(8), np.float64, 1, 2, 3, 4, 2, 12, 6)  # OH = 5
-    g, S, R, K, C = 2, 2, 4, 3, 2
-    A = lc._grouped_weights(Wt, 1, g, S).reshape(3, g, K, C, R + (g - 1) * S, R)
-    for oy in range(5):
-        i, j = divmod(oy, g)
-        np.testing.assert_array_equal(A[i, j, :, :, j * S : j * S + R], Wt[oy, 1])
-        outside = np.delete(A[i, j], np.s_[j * S : j * S + R], axis=2)
-        assert not outside.any()
-    assert not A[2, 1].any()  # location 5 does not exist
+def test_block_weights_place_each_location_at_its_rows():
+    """Block i, slot t holds W[oy = i - n0 + t] at its field rows u = s + (n0 - t) * S, and
+    zeros where that location does not exist or its field does not reach."""
+    _, Wt, _ = draw(np.random.default_rng(8), np.float64, 1, 2, 3, 5, 2, 14, 7)  # OH = 5, OW = 2
+    OH, R, S, K, C = 5, 5, 2, 3, 2
+    blocks = lc._row_blocks(OH, R, S, 1.0)
+    A = lc._BlockWeights(Wt, blocks, S).column(1).reshape(blocks.n, blocks.T, K, S, C, R)
+    for i in range(blocks.n):
+        for t in range(blocks.T):
+            for s in range(S):
+                oy, u = i - blocks.n0 + t, s + (blocks.n0 - t) * S
+                if 0 <= oy < OH and u < R:
+                    np.testing.assert_array_equal(A[i, t, :, s], Wt[oy, 1, :, :, u])
+                else:
+                    assert not A[i, t, :, s].any()
 
 
 @pytest.mark.parametrize("bands", [1, 2, 3, 100])
@@ -198,6 +223,7 @@ def test_ufunc_buffers_are_small_inside_and_restored_after(monkeypatch):
 @pytest.mark.parametrize("S", [1, 3])
 def test_thread_count_gives_bit_identical_results(monkeypatch, dtype, S):
     monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)  # these small columns go to the pool too
+    monkeypatch.setattr(lc, "_MIN_THREADED_ADJOINT_FLOPS", 0)
     x, Wt, df = draw(np.random.default_rng(2), dtype, 5, 3, 4, 6, S, 27, 31)
     results = {}
     for threads in ("1", "2", "3"):
@@ -232,6 +258,28 @@ def test_columns_go_to_the_pool_only_when_worth_it(monkeypatch, min_flops, poole
         assert sorted(where) == [(ox, True) for ox in range(6)]
 
 
+@pytest.mark.parametrize("min_flops, pooled", [(0, True), (float("inf"), False)])
+def test_the_adjoint_has_its_own_threshold_for_threads(monkeypatch, min_flops, pooled):
+    """Its bands cost more than other kernels' runs of columns: it goes to the pool only above
+    ``_MIN_THREADED_ADJOINT_FLOPS``, whatever ``_MIN_THREADED_FLOPS`` says."""
+    import threading
+
+    monkeypatch.setenv("CATNEURON_THREADS", "2")
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
+    monkeypatch.setattr(lc, "_MIN_THREADED_ADJOINT_FLOPS", min_flops)
+    _, Wt, df = draw(np.random.default_rng(6), np.float64, 2, 2, 3, 4, 1, 9, 9)
+    homes = []
+    real_init = lc._BlockWeights.__init__
+
+    def spy(self, *args):
+        homes.append(threading.current_thread() is threading.main_thread())
+        real_init(self, *args)
+
+    monkeypatch.setattr(lc._BlockWeights, "__init__", spy)
+    lc_transpose(df, Wt, 1, (9, 9))
+    assert sorted(homes) == ([False, True] if pooled else [True, True])  # one per band
+
+
 def test_tasks_come_back_in_order_and_errors_reach_the_caller(monkeypatch):
     monkeypatch.setenv("CATNEURON_THREADS", "3")
     monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
@@ -258,7 +306,7 @@ def _where(log, tag, value=None):
     return call
 
 
-def test_a_pair_runs_one_kernel_per_thread_each_with_its_tasks_at_home(monkeypatch):
+def test_a_pair_runs_one_kernel_per_thread(monkeypatch):
     import threading
 
     monkeypatch.setenv("CATNEURON_THREADS", "2")
@@ -266,10 +314,71 @@ def test_a_pair_runs_one_kernel_per_thread_each_with_its_tasks_at_home(monkeypat
     log = []
     assert lc.run_pair(_where(log, "first"), _where(log, "second"), 1.0) == ("first", "second")
     here = threading.current_thread().name
-    threads = {tag: {name for t, name in log if t.startswith(tag)} for tag in ("first", "second")}
-    assert threads["first"] == {here}
-    assert len(threads["second"]) == 1 and threads["second"] != {here}  # the pool's, tasks too
-    assert len(log) == 10
+    calls = dict((t, name) for t, name in log if "task" not in t)
+    assert calls["first"] == here and calls["second"] != here  # the pool's
+    assert sum(t == "first task" for t, _ in log) == sum(t == "second task" for t, _ in log) == 4
+
+
+def test_the_thread_done_first_helps_the_other_kernel_from_the_back(monkeypatch):
+    """The first kernel's first task cannot finish until its last one has run: only the other
+    thread, done with its own (one quick task), can run that one, and the results still come
+    back in order. If no one helped, the first task would time out and the test fail."""
+    import threading
+
+    monkeypatch.setenv("CATNEURON_THREADS", "2")
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
+    last_ran, ran_in = threading.Event(), {}
+
+    def task(i):
+        ran_in[i] = threading.current_thread().name
+        if i == 0:
+            assert last_ran.wait(timeout=10), "nobody ran the last task"
+        if i == 5:
+            last_ran.set()
+        return i * i
+
+    def first():
+        return lc._run_in_order([partial(task, i) for i in range(6)], float("inf"))
+
+    def second():
+        return lc._run_in_order([lambda: "quick"], float("inf"))
+
+    assert lc.run_pair(first, second, 1.0) == ([i * i for i in range(6)], ["quick"])
+    here = threading.current_thread().name
+    assert ran_in[0] == here and ran_in[5] != here
+
+
+@pytest.mark.parametrize("where", ["owner", "helper"])
+def test_an_error_in_a_shared_task_reaches_the_owner(monkeypatch, where):
+    """A task that fails in the helper's thread, or in the owner's while the helper runs one,
+    is raised by the kernel that owns it, after the helper is done with it."""
+    import threading
+
+    monkeypatch.setenv("CATNEURON_THREADS", "2")
+    monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
+    helper_started = threading.Event()
+    finished = []
+
+    def task(i):
+        if i == 3:  # the last task: the helper takes it
+            helper_started.set()
+            if where == "helper":
+                raise KeyError("in the helper")
+            time.sleep(0.05)
+            finished.append(i)
+        if i == 0:
+            assert helper_started.wait(timeout=10)
+            if where == "owner":
+                raise KeyError("in the owner")
+        return i
+
+    def first():
+        return lc._run_in_order([partial(task, i) for i in range(4)], float("inf"))
+
+    with pytest.raises(KeyError, match=f"in the {where}"):
+        lc.run_pair(first, lambda: lc._run_in_order([lambda: 0], float("inf")), 1.0)
+    if where == "owner":
+        assert finished == [3]  # the owner waited for the helper's task before raising
 
 
 @pytest.mark.parametrize("threads, min_flops, max_flops", [
@@ -312,6 +421,7 @@ def test_layer_backwards_are_bit_identical_on_one_thread_and_in_pairs(monkeypatc
     from refimpl.local_filter import local_filter_backward, local_filter_forward
 
     monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)  # small kernels pair up too
+    monkeypatch.setattr(lc, "_MIN_THREADED_ADJOINT_FLOPS", 0)  # and the decoder's forward splits
     x, Wt, df = draw(np.random.default_rng(9), np.float32, 4, 3, 4, 6, S, 21, 23)
     out = {}
     for threads in ("1", "2"):

@@ -18,8 +18,9 @@ thread: ``(K x C*R*R) @ (C*R*R x B)`` over an operand that stays in cache, as a 
 (``location_product``). With K = 8 rows it cannot use a GEMM kernel the way a square product does.
 
 ``bwd`` is the layer's whole backward (``local_filter_backward``): dx and dW together, which run
-at once, one on each thread, up to 8 GFLOP for the pair (``refimpl.locally_connected.run_pair``;
-above it one after the other), where the ``dx`` and ``dW`` columns time each kernel alone,
+at once, one on each thread, the thread done first taking the other kernel's remaining columns, up
+to 8 GFLOP for the pair (``refimpl.locally_connected.run_pair``; above it one after the other),
+where the ``dx`` and ``dW`` columns time each kernel alone,
 splitting its own columns over the threads. The three are timed at different moments, so on a
 shared machine their comparison is rough; the run_pair docstring gives alternating probes.
 

@@ -201,8 +201,8 @@ def run_pair(first, second, flops: float):
     The ``mini`` config's pairs (34 MFLOP) were 20% slower this way: they stay below
     ``_MIN_THREADED_FLOPS``.
 
-    The two kernels seldom take equally long (the weight gradient took 1.1-1.4x the adjoint at
-    the benchmark's shapes), so the thread that finishes first helps the other: it takes the
+    The two kernels seldom take equally long (the weight gradient took 0.9-1.3x the adjoint's
+    time at the benchmark's shapes), so the thread that finishes first helps the other: it takes the
     other kernel's remaining tasks (columns, or the adjoint's bands) from the back of its list
     while their owner takes them from the front (:class:`_Shared`). Each task computes exactly
     what it computes alone, in whichever thread, so the results do not depend on any of this.

@@ -66,8 +66,11 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return _POOL
 
 
+_CPUS = os.cpu_count() or 1
+
+
 def _threads() -> int:
-    return max(1, int(os.environ.get("CATNEURON_THREADS", min(os.cpu_count() or 1, 4))))
+    return max(1, int(os.environ.get("CATNEURON_THREADS", min(_CPUS, 4))))
 
 
 _BLAS_LOCK = threading.Lock()

@@ -16,7 +16,7 @@
 :func:`~simcluster.partition.partition_main` per region in a
 :class:`~simcluster.group.ProcessGroup`, sends each partition its weight slices once
 (:meth:`Coordinator.set_params`), and per step (:meth:`Coordinator.step`) sends every partition
-its pixels of the minibatch and gathers the partitions' results into refimpl's canonical
+its pixels of the minibatch (the partitions with the most work first) and gathers the partitions' results into refimpl's canonical
 objective and gradients (:func:`simcluster.tiled.assemble`, the same assembly the one-process
 oracle uses). Between steps :meth:`Coordinator.memory` asks every partition for its memory.
 
@@ -47,6 +47,7 @@ from .faults import FaultPlan
 from .group import RemoteError, Role, WorkerDied
 from .ray_backend import make_group
 from .partition import MemoryQuery, MemoryReport, SetWeights, StepInput, StepResult, partition_main
+from .plan_report import partition_flops
 from .tiled import StepOutput, assemble, plan_for, split_params
 from .transport import DEFAULT_SHM_THRESHOLD, RecvTimeout
 
@@ -106,6 +107,10 @@ class Coordinator:
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         self.cfg = cfg
         self.plan = plan_for(cfg, grid)
+        # A step's inputs go out one message at a time: the partitions with the most work get
+        # theirs first (ties in rank order), so that the slowest are not also the last to start.
+        work = [partition_flops(self.plan, t) for t in range(self.plan.n_partitions)]
+        self.send_order = sorted(range(self.plan.n_partitions), key=lambda t: -work[t])
         self.timeout = float(timeout)
         self.device = device
         pins = _pins(device, gpus, self.plan.n_partitions)
@@ -172,7 +177,7 @@ class Coordinator:
         k = self.k
         t0 = time.perf_counter()
         sent = 0
-        for t in range(self.plan.n_partitions):
+        for t in self.send_order:  # the busiest first
             own = self.plan.tiles[t][0].input
             xt = x[..., own.rows[0]:own.rows[1], own.cols[0]:own.cols[1]]  # a view: sending copies it
             self.group.send(("partition", t), StepInput(k, xt))

@@ -70,17 +70,26 @@ def halo(plan: PartitionPlan, t: int, s: int, which: str) -> Halo:
     return Halo(reads.area - reads.meet(own).area, sources)
 
 
+def partition_flops(plan: PartitionPlan, t: int) -> int:
+    """Multiply-add flops per example of partition ``t``'s forward and backward (its owned units)."""
+    flops = 0
+    for s, (st, pl) in enumerate(zip(plan.stages, plan.planes)):
+        tile = plan.tiles[t][s]
+        C, K, R = pl.input.channels, st.maps, st.field
+        flops += 3 * (2 * tile.filter.area * K * C * R * R) * 2  # encoder + decoder, forward + 2x backward
+        flops += 3 * tile.pool.area * K * (2 * st.pool**2 + 6 * st.lcn**2)
+    return flops
+
+
 def partition_stats(plan: PartitionPlan, t: int, dtype_bytes: int = 8) -> dict:
     """Parameters, halo cells, bytes received per example and flops of partition ``t``."""
-    params = bytes_in = flops = 0
+    params = bytes_in = 0
+    flops = partition_flops(plan, t)
     halos, neighbours = {}, set()
     for s, (st, pl) in enumerate(zip(plan.stages, plan.planes)):
         tile = plan.tiles[t][s]
         C, K, R = pl.input.channels, st.maps, st.field
-        units = tile.filter.area
-        params += 2 * units * K * C * R * R  # W1 and W2
-        flops += 3 * (2 * units * K * C * R * R) * 2  # encoder + decoder, forward + 2x backward
-        flops += 3 * tile.pool.area * K * (2 * st.pool**2 + 6 * st.lcn**2)
+        params += 2 * tile.filter.area * K * C * R * R  # W1 and W2
         found = {w: halo(plan, t, s, w) for w in ("filter", "pool", "lcn")}
         for w, h in found.items():
             halos[f"stage{s + 1}.{w}"] = h.cells

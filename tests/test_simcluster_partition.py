@@ -225,6 +225,28 @@ def test_latency_on_one_link_shows_in_the_step_and_the_trace(tmp_path, no_leaks)
     assert any(e["name"] == "tile compute" for e in events)
 
 
+def test_step_inputs_go_to_the_busiest_partitions_first(tmp_path, no_leaks):
+    """On tiny's 3x2 grid the middle row has the most work, then the bottom, then the top (by
+    the plan's flops); the coordinator sends the step's inputs in that order, ties by rank."""
+    from simcluster.plan_report import partition_flops
+
+    cfg = load_config("tiny")
+    params, x = problem(cfg)
+    with Coordinator(cfg, (3, 2), trace=True, timeout=60) as c:
+        no_leaks.extend(c)
+        work = [partition_flops(c.plan, t) for t in range(6)]
+        assert work[2] == work[3] > work[4] == work[5] > work[0] == work[1]  # what makes this test bite
+        assert c.send_order == [2, 3, 4, 5, 0, 1]
+        c.set_params(params)
+        c.step(x)
+    path = tmp_path / "trace.json"
+    c.write_trace(path)
+    events = json.loads(path.read_text())["traceEvents"]
+    sends = sorted((e for e in events if e.get("name", "").startswith("send StepInput")),
+                   key=lambda e: e["ts"])
+    assert [e["args"]["peer"] for e in sends] == [f"partition {t}" for t in c.send_order]
+
+
 # ---------------------------------------------------------------------------------------------
 # The commands: catneuron plan, catneuron cluster step | check
 # ---------------------------------------------------------------------------------------------

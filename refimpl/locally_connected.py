@@ -232,7 +232,7 @@ def _solo(call, pair: list, side: int):
     finally:
         _SOLO.on, _SOLO.pair = False, None
     other = pair[1 - side]
-    if other is not None:
+    if other is not None:  # (None: the other kernel has not made its tasks yet; nothing to take)
         other.help()
     return result
 
@@ -499,7 +499,8 @@ class _BlockWeights:
         # the locations' weights as (oy, k, c, u, v), to write a column into
         self.slabs = strided_view(self.buffer, (OH, K, C, R, R),
                                   (step * isz, L * isz, R * isz, C * R * isz, isz), offset=n0 * step * isz)
-        # block i, rows (t, k), columns (s, c, v): starts at location i - n0 + n0 = i, field row n0*S
+        # block i, rows (t, k), columns (s, c, v): its slot 0 is location i - n0, the buffer's
+        # location i (after the n0 zero ones), read from field row n0*S
         self.A = strided_view(self.buffer, (n, T * K, S * C * R), (step * isz, L * isz, isz),
                               offset=n0 * S * C * R * isz)
 

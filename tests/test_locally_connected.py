@@ -327,11 +327,12 @@ def test_the_thread_done_first_helps_the_other_kernel_from_the_back(monkeypatch)
 
     monkeypatch.setenv("CATNEURON_THREADS", "2")
     monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
-    last_ran, ran_in = threading.Event(), {}
+    first_started, last_ran, ran_in = threading.Event(), threading.Event(), {}
 
     def task(i):
         ran_in[i] = threading.current_thread().name
         if i == 0:
+            first_started.set()  # (its tasks are out for the taking by now)
             assert last_ran.wait(timeout=10), "nobody ran the last task"
         if i == 5:
             last_ran.set()
@@ -340,8 +341,8 @@ def test_the_thread_done_first_helps_the_other_kernel_from_the_back(monkeypatch)
     def first():
         return lc._run_in_order([partial(task, i) for i in range(6)], float("inf"))
 
-    def second():
-        return lc._run_in_order([lambda: "quick"], float("inf"))
+    def second():  # done as soon as the first kernel's tasks can be helped with
+        return lc._run_in_order([lambda: first_started.wait(timeout=10) and "quick"], float("inf"))
 
     assert lc.run_pair(first, second, 1.0) == ([i * i for i in range(6)], ["quick"])
     here = threading.current_thread().name
@@ -356,7 +357,7 @@ def test_an_error_in_a_shared_task_reaches_the_owner(monkeypatch, where):
 
     monkeypatch.setenv("CATNEURON_THREADS", "2")
     monkeypatch.setattr(lc, "_MIN_THREADED_FLOPS", 0)
-    helper_started = threading.Event()
+    first_started, helper_started = threading.Event(), threading.Event()
     finished = []
 
     def task(i):
@@ -367,6 +368,7 @@ def test_an_error_in_a_shared_task_reaches_the_owner(monkeypatch, where):
             time.sleep(0.05)
             finished.append(i)
         if i == 0:
+            first_started.set()
             assert helper_started.wait(timeout=10)
             if where == "owner":
                 raise KeyError("in the owner")
@@ -375,8 +377,11 @@ def test_an_error_in_a_shared_task_reaches_the_owner(monkeypatch, where):
     def first():
         return lc._run_in_order([partial(task, i) for i in range(4)], float("inf"))
 
+    def second():
+        return lc._run_in_order([lambda: first_started.wait(timeout=10)], float("inf"))
+
     with pytest.raises(KeyError, match=f"in the {where}"):
-        lc.run_pair(first, lambda: lc._run_in_order([lambda: 0], float("inf")), 1.0)
+        lc.run_pair(first, second, 1.0)
     if where == "owner":
         assert finished == [3]  # the owner waited for the helper's task before raising
 

@@ -438,7 +438,7 @@ class RowBlocks(NamedTuple):
 
 @lru_cache(maxsize=256)
 def _row_blocks(n_rows: int, field: int, stride: int, slot_flops: float,
-                call_flops: float = _CALL_FLOPS) -> RowBlocks:
+                call_flops: float) -> RowBlocks:
     """Cut a column's strip into blocks of S rows, and the blocks into runs, one product each.
 
     Row ``y = i*S + s`` of the strip (block i, s < S) is read by the locations
@@ -546,7 +546,8 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int], *, ft=None):
     xt = xp.zeros((C, H, Wd, B), dtype=f.dtype)  # (C, H, W, B)
     blocks = _row_blocks(OH, R, S, 2 * S * C * R * K * B, _CALL_FLOPS)
     n0, T, covered, n = blocks.n0, blocks.T, blocks.covered, blocks.n
-    step = K * B * f.dtype.itemsize  # bytes from one location's maps to the next
+    isz = f.dtype.itemsize
+    step = K * B * isz  # bytes from one location's maps to the next
 
     def band(cols: range):
         """Overlap-add the strips of columns ``cols`` into the image they cover."""
@@ -559,8 +560,8 @@ def lc_transpose(f, W, stride: int, out_hw: tuple[int, int], *, ft=None):
             A = weights.column(ox)  # (n, t*k, s*c*v), a view
             fpad[n0 : n0 + OH] = ft[:, :, ox].transpose(1, 0, 2)  # (OH, K, B)
             for a, b, t0, t1 in blocks.runs:
-                F = strided_view(fpad, (b - a, (t1 - t0) * K, B), (step, B * f.dtype.itemsize,
-                                 f.dtype.itemsize), offset=(a + t0) * step)  # F_i = fpad[i + t0 : i + t1]
+                F = strided_view(fpad, (b - a, (t1 - t0) * K, B), (step, B * isz, isz),
+                                 offset=(a + t0) * step)  # F_i = fpad[i + t0 : i + t1]
                 xp.matmul(A[a:b, t0 * K : t1 * K].transpose(0, 2, 1), F, out=dstrip[a:b])
             rows = dstrip.reshape(n * S, C, R, B)[:covered]  # (y, c, v, B)
             v0 = ox * S - x0

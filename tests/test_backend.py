@@ -35,3 +35,14 @@ def test_strided_view_starts_at_its_offset():
     np.testing.assert_array_equal(view, [[5, 6, 7, 8], [7, 8, 9, 10], [9, 10, 11, 12]])
     with pytest.raises((ValueError, TypeError)):
         strided_view(a, (3, 4), (8, 4), offset=20 * 4)  # would end at a[27]
+
+
+def test_strided_view_on_another_backend_starts_at_its_offset_and_refuses_a_split_item():
+    """The stand-in for CuPy takes the other path (a slice, then as_strided)."""
+    import gpu.strict as strict
+
+    a = strict.asarray(np.arange(24, dtype=np.float32))
+    view = strided_view(a, (3, 4), (8, 4), offset=5 * 4)
+    np.testing.assert_array_equal(strict.asnumpy(view), [[5, 6, 7, 8], [7, 8, 9, 10], [9, 10, 11, 12]])
+    with pytest.raises(ValueError, match="whole number"):
+        strided_view(a, (3, 4), (8, 4), offset=6)

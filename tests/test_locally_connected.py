@@ -178,7 +178,7 @@ def test_block_weights_place_each_location_at_its_rows():
     zeros where that location does not exist or its field does not reach."""
     _, Wt, _ = draw(np.random.default_rng(8), np.float64, 1, 2, 3, 5, 2, 14, 7)  # OH = 5, OW = 2
     OH, R, S, K, C = 5, 5, 2, 3, 2
-    blocks = lc._row_blocks(OH, R, S, 1.0)
+    blocks = lc._row_blocks(OH, R, S, 1.0, lc._CALL_FLOPS)
     A = lc._BlockWeights(Wt, blocks, S).column(1).reshape(blocks.n, blocks.T, K, S, C, R)
     for i in range(blocks.n):
         for t in range(blocks.T):
